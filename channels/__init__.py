@@ -1,0 +1,1 @@
+"""Channel adapters: one module per transport, translating it into InboundContact and back."""

@@ -1,0 +1,1 @@
+"""Classifiers: language, intent, document type and entities of contacts and documents."""

@@ -1,0 +1,242 @@
+"""The ``guichet`` command line: serve, demo, db upgrade, ingest."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from channels.email_smtp import ingest_email
+from classifiers.corpus import CorpusError, read_corpus, split
+from classifiers.qualify import Qualifier
+from guichet.classify import (
+    FileClassifier,
+    Reader,
+    evaluate,
+    expand_paths,
+    format_report,
+    train_models,
+    training_texts,
+)
+from guichet.service import build_runner, open_store, reading_limits, serve
+from guichet.settings import Settings, SettingsError, load_settings
+from intake.reading import OcrPool
+from models import migrate
+from models.corrections import export_corpus
+from models.reference import ReferenceDataError, load_reference_data, read_reference_file
+from models.store import Envelope
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="guichet",
+        description="Guichet: messaging and document intake for assistance back offices.",
+    )
+    parser.add_argument("--config", type=Path, help="settings file (default config/guichet.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve_cmd = commands.add_parser("serve", help="run HTTP, SMTP intake and workers")
+    serve_cmd.add_argument("--no-workers", action="store_true", help="run the front only")
+
+    commands.add_parser("demo", help="load the demo contracts, beneficiaries and dossiers")
+
+    load_cmd = commands.add_parser("load", help="load reference data from a TOML file")
+    load_cmd.add_argument("file", type=Path)
+
+    db_cmd = commands.add_parser("db", help="database maintenance")
+    db_commands = db_cmd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="apply the schema migrations")
+
+    ingest_cmd = commands.add_parser(
+        "ingest", help="take .eml files in through the same path as SMTP, then process them"
+    )
+    ingest_cmd.add_argument("files", nargs="+", type=Path, metavar="FILE.eml")
+    ingest_cmd.add_argument(
+        "--no-process", action="store_true", help="store only; leave processing to `serve`"
+    )
+    train_cmd = commands.add_parser(
+        "train", help="train the intent and document-type models from labelled corpora"
+    )
+    train_cmd.add_argument("corpora", nargs="+", type=Path, metavar="CORPUS")
+    train_cmd.add_argument(
+        "--holdout", type=float, default=0.2, help="fraction of each corpus never trained on"
+    )
+    train_cmd.add_argument("--out", type=Path, help="model folder (default: the shipped models)")
+
+    eval_cmd = commands.add_parser("eval", help="score the classifiers on a labelled corpus")
+    eval_cmd.add_argument("corpora", nargs="+", type=Path, metavar="CORPUS")
+    eval_cmd.add_argument(
+        "--holdout", type=float, help="score only the held-out part (same fraction as train)"
+    )
+    eval_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    eval_cmd.add_argument("--models", type=Path, help="model folder (default: the shipped models)")
+
+    classify_cmd = commands.add_parser(
+        "classify", help="qualify files: language, intent or document type, entities"
+    )
+    classify_cmd.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    classify_cmd.add_argument("--json", action="store_true", help="one JSON object per line")
+    classify_cmd.add_argument(
+        "--models", type=Path, help="model folder (default: the shipped models)"
+    )
+    corrections_cmd = commands.add_parser(
+        "corrections", help="gestionnaires' corrections kept as training data"
+    )
+    corrections_actions = corrections_cmd.add_subparsers(
+        dest="corrections_command", required=True, metavar="ACTION"
+    )
+    export_cmd = corrections_actions.add_parser(
+        "export", help="write the corrections as a corpus folder for `guichet train`"
+    )
+    export_cmd.add_argument("folder", type=Path)
+    return parser
+
+
+async def _export_corrections(settings: Settings, folder: Path) -> None:
+    migrate.upgrade(settings.effective_database_url)
+    store = open_store(settings)
+    try:
+        async with store.sessions() as session:
+            count = await export_corpus(session, folder)
+    finally:
+        await store.close()
+    print(f"{count} corrected item(s) written to {folder}")
+
+
+def _reader(settings: Settings, pool: OcrPool) -> Reader:
+    return Reader(pool, reading_limits(settings), settings.home / "cache" / "texts")
+
+
+async def _train(
+    settings: Settings, corpora: Sequence[Path], holdout: float, out: Path | None
+) -> None:
+    items = []
+    for corpus in corpora:
+        train, held = split(read_corpus(corpus), holdout)
+        print(f"{corpus}: training on {len(train)} items, {len(held)} held out")
+        items.extend(train)
+    pool = OcrPool(settings.ocr_pool_size)
+    try:
+        data = await training_texts(items, _reader(settings, pool))
+    finally:
+        pool.shutdown()
+    target = out or settings.models_dir
+    counts = train_models(data, target, [p.name for p in corpora])
+    for task, examples in counts.items():
+        print(f"{task}: {sum(examples.values())} examples, {len(examples)} classes -> {target}")
+
+
+async def _classify_or_eval(settings: Settings, args: argparse.Namespace) -> int:
+    qualifier = Qualifier(args.models or settings.models_dir, settings.default_language)
+    pool = OcrPool(settings.ocr_pool_size)
+    try:
+        classifier = FileClassifier(qualifier, _reader(settings, pool))
+        if args.command == "eval":
+            report = await evaluate(classifier, args.corpora, args.holdout)
+            print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+            return 0
+        missing = [p for p in args.paths if not p.exists()]
+        paths = expand_paths(p for p in args.paths if p.exists())
+        for path in missing:
+            print(f"guichet: {path}: no such file or folder", file=sys.stderr)
+        for result in await classifier.classify_paths(paths):
+            if args.json:
+                print(json.dumps(result, ensure_ascii=False))
+            else:
+                label = result["intent"] or result["doc_type"] or "-"
+                print(
+                    f"{result['file']}: {result['kind']} {label} {result['language']}"
+                    f" {result['entities']}"
+                )
+        return 1 if missing else 0
+    finally:
+        pool.shutdown()
+
+
+async def _load(settings: Settings, path: Path) -> None:
+    migrate.upgrade(settings.effective_database_url)
+    store = open_store(settings)
+    try:
+        async with store.sessions() as session, session.begin():
+            report = await load_reference_data(session, read_reference_file(path), actor="cli")
+    finally:
+        await store.close()
+    print(f"{path.name}: {report.created} created, {report.updated} already there")
+
+
+async def _ingest(settings: Settings, files: Sequence[Path], process: bool) -> int:
+    migrate.upgrade(settings.effective_database_url)
+    store = open_store(settings)
+    failures = 0
+    ocr = OcrPool(settings.ocr_pool_size) if process else None
+    try:
+        for path in tqdm(files, desc="ingest", unit="mail", disable=len(files) < 2):
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                tqdm.write(f"{path}: cannot read: {exc.strerror}")
+                failures += 1
+                continue
+            accepted, inbound = await ingest_email(store, raw, Envelope(peer=f"file:{path.name}"))
+            state = "duplicate of" if accepted.duplicate else "stored as"
+            tqdm.write(f"{path}: {state} contact {accepted.contact_id} ({inbound.subject[:60]!r})")
+        if ocr is not None:
+            runner = build_runner(settings, store, ocr)
+            ran = await runner.run_pending()
+            print(f"processed {ran} job(s)")
+    finally:
+        if ocr is not None:
+            ocr.shutdown()
+        await store.close()
+    return 1 if failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # Alembic narrates every start-up check at INFO; only a real migration is news.
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"guichet: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "serve":
+            asyncio.run(serve(settings, workers=not args.no_workers))
+        elif args.command == "db":
+            migrate.upgrade(settings.effective_database_url)
+            print("database is at the latest schema")
+        elif args.command == "demo":
+            asyncio.run(_load(settings, settings.config_dir / "demo.toml"))
+        elif args.command == "load":
+            asyncio.run(_load(settings, args.file))
+        elif args.command == "ingest":
+            return asyncio.run(_ingest(settings, args.files, process=not args.no_process))
+        elif args.command == "train":
+            asyncio.run(_train(settings, args.corpora, args.holdout, args.out))
+        elif args.command == "corrections":
+            asyncio.run(_export_corrections(settings, args.folder))
+        elif args.command in ("eval", "classify"):
+            return asyncio.run(_classify_or_eval(settings, args))
+    except (ReferenceDataError, CorpusError) as exc:
+        print(f"guichet: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The service supervisor: builds every part from the settings, starts them, stops them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import timedelta
+
+from aiohttp import web
+
+from channels.delivery import OutboxDelivery
+from channels.email_out import SmtpRelaySender
+from channels.email_smtp import SmtpIntake, smtp_factory
+from classifiers.qualify import Qualifier
+from guichet.api import create_app
+from guichet.settings import Settings, SettingsError
+from intake.coverage import load_claim_types, load_rates
+from intake.evaluate import ReferenceRules
+from intake.pipeline import ContactPipeline, IntakeContext
+from intake.reading import OcrPool, ReadingLimits
+from intake.runner import JobRunner, RetryPolicy
+from intake.understand import Understanding
+from models import migrate
+from models.store import Store
+from responders.acknowledge import MailIdentity
+from responders.decide import ReplyPolicy, parse_reminder_days
+from responders.outbox import missing_list_check
+from responders.render import TemplateRenderer
+
+log = logging.getLogger(__name__)
+
+
+def open_store(settings: Settings) -> Store:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return Store.open(settings.effective_database_url, settings.blob_dir)
+
+
+def reading_limits(settings: Settings) -> ReadingLimits:
+    return ReadingLimits(
+        max_bytes=settings.document_max_bytes,
+        max_pages=settings.pdf_max_pages,
+        ocr_languages=settings.ocr_languages,
+        ocr_page_timeout=settings.ocr_page_timeout_seconds,
+        ocr_dpi=settings.ocr_dpi,
+        archive_max_total_bytes=settings.archive_max_total_bytes,
+        archive_max_members=settings.archive_max_members,
+        archive_max_ratio=settings.archive_max_ratio,
+        nesting_max_depth=settings.nesting_max_depth,
+    )
+
+
+def build_understanding(settings: Settings) -> Understanding:
+    return Understanding(
+        Qualifier(settings.models_dir, settings.default_language),
+        intent_threshold=settings.review_threshold_intent,
+        doc_type_threshold=settings.review_threshold_doc_type,
+    )
+
+
+def reply_policy(settings: Settings) -> ReplyPolicy:
+    try:
+        reminder_days = parse_reminder_days(settings.missing_documents_reminder_days)
+    except ValueError as exc:
+        raise SettingsError(f"setting missing_documents_reminder_days: {exc}") from exc
+    codes = settings.auto_send_refusal_codes.split(",")
+    return ReplyPolicy(
+        reminder_days=reminder_days,
+        auto_send_refusal_codes=frozenset(c.strip() for c in codes if c.strip()),
+        max_automatic_per_hour=settings.max_automatic_per_hour,
+    )
+
+
+def build_runner(
+    settings: Settings, store: Store, ocr: OcrPool, understanding: Understanding | None = None
+) -> JobRunner:
+    identity = MailIdentity(
+        display_name=settings.mail_from_name,
+        local_part=settings.mail_from_local,
+        domain=settings.reply_domain,
+        own_domains=settings.mail_domains,
+    )
+    context = IntakeContext(
+        store=store,
+        ocr=ocr,
+        limits=reading_limits(settings),
+        renderer=TemplateRenderer(settings.templates_dir, settings.default_language),
+        identity=identity,
+        understanding=understanding or build_understanding(settings),
+        rules=ReferenceRules(
+            claim_types=load_claim_types(settings.config_dir / "claim_types.toml"),
+            rates=load_rates(settings.config_dir / "exchange_rates.toml"),
+            doc_threshold=settings.review_threshold_doc_type,
+        ),
+        replies=reply_policy(settings),
+    )
+    relay_host, relay_port = settings.relay_address
+    senders = {
+        "email": SmtpRelaySender(
+            relay_host, relay_port, identity.display_name, identity.address, blobs=store.blobs
+        )
+    }
+    pipeline = ContactPipeline(context)
+    delivery = OutboxDelivery(store, senders, checks=[missing_list_check])
+    return JobRunner(
+        store,
+        {pipeline.kind: pipeline, delivery.kind: delivery},
+        workers=settings.workers,
+        retry=RetryPolicy(settings.job_max_attempts, settings.job_backoff_seconds),
+        poll_seconds=settings.job_poll_seconds,
+        lease=timedelta(minutes=15),
+    )
+
+
+class Service:
+    """``guichet serve``: HTTP, SMTP intake and the in-process workers in one event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = open_store(settings)
+        self.ocr = OcrPool(settings.ocr_pool_size)
+        self.understanding = build_understanding(settings)
+        self.runner = build_runner(settings, self.store, self.ocr, self.understanding)
+        self._http: web.AppRunner | None = None
+        self._smtp: asyncio.Server | None = None
+
+    async def start(self, *, workers: bool = True) -> None:
+        s = self.settings
+        await asyncio.to_thread(migrate.upgrade, s.effective_database_url)
+        self._http = web.AppRunner(create_app(self.store), access_log=None)
+        await self._http.setup()
+        await web.TCPSite(self._http, s.http_host, s.http_port).start()
+        intake = SmtpIntake(self.store, s.mail_domains, on_accepted=lambda _: self.runner.wake())
+        loop = asyncio.get_running_loop()
+        self._smtp = await loop.create_server(
+            smtp_factory(intake, s.reply_domain, s.smtp_max_message_bytes), s.smtp_host, s.smtp_port
+        )
+        log.info(
+            "Guichet listening: HTTP http://%s:%d, SMTP %s:%d for %s; relay %s",
+            s.http_host,
+            s.http_port,
+            s.smtp_host,
+            s.smtp_port,
+            ",".join(s.mail_domains),
+            s.smtp_relay,
+        )
+        if workers:
+            # Mail is already accepted and stored meanwhile; processing waits for the models.
+            await asyncio.to_thread(self.understanding.qualifier.warm_up)
+            await self.runner.start()
+
+    async def stop(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._smtp.wait_closed(), 5)
+        if self._http is not None:
+            await self._http.cleanup()
+        await self.runner.stop()
+        await asyncio.to_thread(self.ocr.shutdown)
+        await self.store.close()
+
+
+async def serve(settings: Settings, *, workers: bool = True) -> None:
+    service = Service(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await service.start(workers=workers)
+        print(
+            f"Guichet is running: http://{settings.http_host}:{settings.http_port}/healthz",
+            flush=True,
+        )
+        await stopping.wait()
+        log.info("stopping")
+    finally:
+        await service.stop()

@@ -1,0 +1,1 @@
+"""The intake pipeline: named steps that read, understand and route every inbound contact."""

@@ -1,0 +1,346 @@
+"""The contact pipeline: steps declared as data, each committing its results and the next step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from intake.children import ChildFile
+from intake.coverage import ClaimType
+from intake.dossiers import OPENING_INTENTS, MatchPolicy, match_dossier, read_event
+from intake.evaluate import ReferenceRules, evaluate
+from intake.reading import OcrPool, Reading, ReadingLimits, read_document
+from intake.understand import Understanding, classify
+from models.clock import utcnow
+from models.jobs import CONTACT_JOB, ClaimedJob
+from models.store import Store, audit
+from models.tables import Contact, Document, OutboundMessage
+from responders import decide
+from responders.acknowledge import MailIdentity, why_no_acknowledgement
+from responders.attestation import store_attestation
+from responders.compose import ReplyInputs, build_reply
+from responders.outbox import queue_reply
+from responders.render import TemplateRenderer
+
+log = logging.getLogger(__name__)
+
+DONE = "done"
+
+
+@dataclass(frozen=True)
+class IntakeContext:
+    """Everything the steps need, built once by the composition root and passed explicitly."""
+
+    store: Store
+    ocr: OcrPool
+    limits: ReadingLimits
+    renderer: TemplateRenderer
+    identity: MailIdentity
+    understanding: Understanding
+    rules: ReferenceRules
+    replies: decide.ReplyPolicy = field(default_factory=decide.ReplyPolicy)
+
+    @property
+    def claim_types(self) -> dict[str, ClaimType]:
+        return self.rules.claim_types
+
+
+Step = Callable[[IntakeContext, int], Awaitable[None]]
+
+
+async def _load_contact(session: AsyncSession, contact_id: int) -> Contact:
+    contact = await session.scalar(
+        select(Contact)
+        .where(Contact.id == contact_id)
+        .options(selectinload(Contact.documents), selectinload(Contact.dossier))
+        .with_for_update()
+    )
+    if contact is None:
+        raise LookupError(f"contact {contact_id} does not exist")
+    return contact
+
+
+async def extract(ctx: IntakeContext, contact_id: int) -> None:
+    """Sniff every document and read its text; each document is committed as soon as read,
+    together with the files found inside it (archive members, attachments of an attached
+    message) as new pending documents, so a crash resumes with whatever is still pending."""
+    async with ctx.store.sessions() as session, session.begin():
+        contact = await _load_contact(session, contact_id)
+        contact.status = "processing"
+    # Children are read in later rounds; depth and the contact's budget make this end.
+    while pending := await _pending_documents(ctx, contact_id):
+        # The documents of one round go to the OCR pool together; each is recorded (and so
+        # survives a crash) as soon as it is read.
+        readings = [
+            asyncio.ensure_future(_read(ctx, digest, filename, declared_type, depth))
+            for _, digest, filename, declared_type, depth in pending
+        ]
+        try:
+            for (document_id, *_), reading in zip(pending, readings, strict=True):
+                await _record_reading(ctx, contact_id, document_id, await reading)
+        finally:
+            for reading in readings:
+                reading.cancel()
+    async with ctx.store.sessions() as session, session.begin():
+        contact = await _load_contact(session, contact_id)
+        contact.step = following("extract")
+
+
+async def _read(
+    ctx: IntakeContext, digest: str, filename: str, declared_type: str, depth: int
+) -> Reading:
+    content = await asyncio.to_thread(ctx.store.blobs.get, digest)
+    return await read_document(content, filename, declared_type, ctx.ocr, ctx.limits, depth)
+
+
+async def _pending_documents(
+    ctx: IntakeContext, contact_id: int
+) -> list[tuple[int, str, str, str, int]]:
+    async with ctx.store.sessions() as session:
+        rows = await session.execute(
+            select(
+                Document.id,
+                Document.sha256,
+                Document.filename,
+                Document.declared_type,
+                Document.depth,
+            )
+            .where(Document.contact_id == contact_id, Document.status == "pending")
+            .order_by(Document.position)
+        )
+        return [(r.id, r.sha256, r.filename, r.declared_type, r.depth) for r in rows]
+
+
+async def _record_reading(
+    ctx: IntakeContext, contact_id: int, document_id: int, reading: Reading
+) -> None:
+    children = reading.children
+    over_budget = await _over_contact_budget(ctx, contact_id, children) if children else None
+    if over_budget:
+        children = ()
+    # Blobs first, durably (and off the loop): the rows that name them commit after.
+    digests = await asyncio.to_thread(_put_blobs, ctx.store, children)
+    async with ctx.store.sessions() as session, session.begin():
+        document = await session.get_one(Document, document_id)
+        document.sniffed_type = reading.sniffed_type
+        document.type_mismatch = reading.type_mismatch is not None
+        document.status = reading.status
+        document.reason = reading.reason
+        document.text = reading.text
+        document.text_source = reading.text_source
+        document.pages = reading.pages
+        if over_budget:
+            document.status = "partial" if reading.text else "refused"
+            document.reason = "; ".join(r for r in (reading.reason, over_budget) if r)
+        last = await session.scalar(
+            select(func.max(Document.position)).where(Document.contact_id == contact_id)
+        )
+        for offset, (child, digest) in enumerate(zip(children, digests, strict=True), 1):
+            session.add(
+                Document(
+                    contact_id=contact_id,
+                    dossier_id=document.dossier_id,
+                    parent_id=document.id,
+                    depth=document.depth + 1,
+                    position=(last or 0) + offset,
+                    filename=child.filename,
+                    declared_type=child.declared_type[:200],
+                    sha256=digest,
+                    size=len(child.content),
+                    status=child.status,
+                    reason=child.reason,
+                    text_source=None if child.status == "pending" else "none",
+                )
+            )
+
+
+async def _over_contact_budget(
+    ctx: IntakeContext, contact_id: int, children: tuple[ChildFile, ...]
+) -> str | None:
+    """The archive limits hold for everything unpacked from one contact too: each archive
+    within its limits can still nest into thousands of files."""
+    async with ctx.store.sessions() as session:
+        count, size = (
+            await session.execute(
+                select(func.count(), func.coalesce(func.sum(Document.size), 0)).where(
+                    Document.contact_id == contact_id, Document.parent_id.is_not(None)
+                )
+            )
+        ).one()
+    count += len(children)
+    size += sum(len(child.content) for child in children)
+    limits = ctx.limits
+    if count > limits.archive_max_members:
+        return (
+            f"archive limit: the contact would have {count} unpacked files, over the"
+            f" {limits.archive_max_members}-file limit; not unpacked"
+        )
+    if size > limits.archive_max_total_bytes:
+        return (
+            f"archive limit: the contact would have {size} unpacked bytes, over the"
+            f" {limits.archive_max_total_bytes}-byte limit; not unpacked"
+        )
+    return None
+
+
+def _put_blobs(store: Store, children: tuple[ChildFile, ...]) -> list[str]:
+    return [store.blobs.put(child.content) for child in children]
+
+
+async def match(ctx: IntakeContext, contact_id: int) -> None:
+    """Attach the contact to its dossier, open one after the fact, or send it to review; the
+    rules live in ``intake.dossiers``."""
+    async with ctx.store.sessions() as session:
+        contact = await session.get_one(Contact, contact_id)
+        reads_event = contact.intent in OPENING_INTENTS and contact.dossier_id is None
+        subject, text, entities = contact.subject, contact.text, dict(contact.entities)
+    # spaCy may read the message for the event's place: CPU-bound, so off the event loop and
+    # outside the transaction that locks the contact.
+    event = await asyncio.to_thread(read_event, subject, text, entities) if reads_event else None
+    policy = MatchPolicy(
+        local_part=ctx.identity.local_part,
+        domains=tuple(dict.fromkeys((ctx.identity.domain, *ctx.identity.own_domains))),
+        claim_labels={code: kind.label_fr for code, kind in ctx.claim_types.items()},
+        today=date.today(),
+        intent_threshold=ctx.understanding.intent_threshold,
+    )
+    async with ctx.store.sessions() as session, session.begin():
+        contact = await _load_contact(session, contact_id)
+        await match_dossier(session, contact, policy, event)
+        contact.step = following("match")
+
+
+async def respond(ctx: IntakeContext, contact_id: int) -> None:
+    """Queue (or hold) every reply the contact deserves (responders/decide.py) and finish it.
+
+    Each reply has a key of its purpose and version, so a replayed step queues nothing twice.
+    """
+    async with ctx.store.sessions() as session, session.begin():
+        contact = await _load_contact(session, contact_id)
+        dossier = contact.dossier
+        if dossier is not None:
+            await session.refresh(dossier, ["beneficiary", "contract"])
+        skip = why_no_acknowledgement(contact, ctx.identity)
+        facts = None
+        if dossier is not None:
+            facts = decide.DossierFacts(
+                id=dossier.id,
+                missing=tuple(dossier.missing),
+                coverage=dossier.coverage,
+                requested=await _missing_documents_requested(session, dossier.id),
+            )
+        plans = decide.decide(
+            decide.ContactFacts(contact.id, contact.intent, skip), facts, ctx.replies
+        )
+        if skip is not None:
+            audit(session, "responder", "reply.skipped", "contact", contact.id, note=skip)
+        inputs = ReplyInputs(
+            contact, dossier, ctx.claim_types, ctx.renderer, ctx.identity, utcnow()
+        )
+        for plan in plans:
+            # Checked before rendering so that a replay does not even build an attestation.
+            known = await session.scalar(
+                select(OutboundMessage.id).where(OutboundMessage.idempotency_key == plan.key)
+            )
+            if known is not None:
+                continue
+            attachments = None
+            if plan.purpose == decide.ATTESTATION:
+                attachments = [await store_attestation(ctx.store.blobs, inputs)]
+            await queue_reply(
+                session,
+                build_reply(plan, inputs, attachments),
+                hold=plan.hold,
+                cap=ctx.replies.max_automatic_per_hour,
+            )
+        if contact.status == "processing":
+            contact.status = "processed"
+        contact.step = following("respond")
+
+
+async def _missing_documents_requested(session: AsyncSession, dossier_id: int) -> bool:
+    """A missing-documents request (not a reminder) went or is going out for the dossier."""
+    found = await session.scalar(
+        select(OutboundMessage.id)
+        .where(
+            OutboundMessage.dossier_id == dossier_id,
+            OutboundMessage.purpose == decide.MISSING_DOCUMENTS,
+            OutboundMessage.send_after.is_(None),
+            OutboundMessage.status.in_(("queued", "sending", "sent", "uncertain")),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+async def evaluate_dossier(ctx: IntakeContext, contact_id: int) -> None:
+    await evaluate(ctx.store, ctx.rules, contact_id, following("evaluate"))
+
+
+async def understand(ctx: IntakeContext, contact_id: int) -> None:
+    await classify(ctx.store, ctx.understanding, contact_id, following("classify"))
+
+
+#: The pipeline as data: step name to step, in order (Mailman's pipelines are tuples too).
+STEPS: dict[str, Step] = {
+    "extract": extract,
+    "classify": understand,
+    "match": match,
+    "evaluate": evaluate_dossier,
+    "respond": respond,
+}
+
+
+def following(step: str) -> str:
+    """The step after ``step``; each step records it in the transaction that ends it."""
+    names = list(STEPS)
+    position = names.index(step) + 1
+    return names[position] if position < len(names) else DONE
+
+
+class ContactPipeline:
+    """Job handler that walks a contact through ``STEPS`` from wherever it stopped."""
+
+    kind = CONTACT_JOB
+
+    def __init__(self, ctx: IntakeContext) -> None:
+        self.ctx = ctx
+
+    async def run(self, job: ClaimedJob) -> None:
+        for _ in range(len(STEPS) + 1):
+            async with self.ctx.store.sessions() as session:
+                step = await session.scalar(
+                    select(Contact.step).where(Contact.id == job.subject_id)
+                )
+            if step is None or step == DONE:
+                return
+            if step not in STEPS:
+                raise LookupError(f"contact {job.subject_id} is at unknown step {step!r}")
+            log.debug("contact %s: %s", job.subject_id, step)
+            await STEPS[step](self.ctx, job.subject_id)
+        raise RuntimeError(f"contact {job.subject_id} did not finish its steps")
+
+    async def on_parked(self, session: AsyncSession, job: ClaimedJob, error: str) -> None:
+        contact = await session.get(Contact, job.subject_id)
+        if contact is None:
+            return
+        reason = f"step {contact.step} failed after {job.attempts} attempts: {error}"
+        audit(
+            session,
+            "intake",
+            "contact.failed",
+            "contact",
+            contact.id,
+            before={"status": contact.status},
+            after={"status": "failed"},
+            note=reason,
+        )
+        contact.status = "failed"
+        contact.status_reason = reason

@@ -1,0 +1,156 @@
+"""The embedded job runner: workers that claim durable jobs, retry with backoff, then park."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import jobs
+from models.clock import utcnow
+from models.jobs import ClaimedJob
+from models.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class JobHandler(Protocol):
+    """Does one kind of job. ``run`` must be safe to repeat: a crash replays it."""
+
+    kind: str
+
+    async def run(self, job: ClaimedJob) -> None: ...
+
+    async def on_parked(self, session: AsyncSession, job: ClaimedJob, error: str) -> None:
+        """Record, in the job's final transaction, that its subject failed for good."""
+        ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    backoff_seconds: float = 2.0
+    max_backoff_seconds: float = 600.0
+
+    def delay(self, attempts: int) -> timedelta:
+        seconds = min(self.backoff_seconds * 2 ** max(attempts - 1, 0), self.max_backoff_seconds)
+        return timedelta(seconds=seconds)
+
+
+class JobRunner:
+    """Small on purpose: the interface (start, wake, stop) is what a PostgreSQL worker pool
+    (procrastinate) will implement for scale-out, with the same handlers."""
+
+    def __init__(
+        self,
+        store: Store,
+        handlers: Mapping[str, JobHandler],
+        *,
+        workers: int = 2,
+        retry: RetryPolicy | None = None,
+        poll_seconds: float = 1.0,
+        lease: timedelta = timedelta(minutes=15),
+    ) -> None:
+        self.store = store
+        self.handlers = dict(handlers)
+        self.workers = workers
+        self.retry = retry or RetryPolicy()
+        self.poll_seconds = poll_seconds
+        self.lease = lease
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy = 0
+
+    async def start(self) -> None:
+        async with self.store.sessions() as session, session.begin():
+            released = await jobs.release_all_running(session)
+        if released:
+            log.warning("resuming %d job(s) left running by a previous process", released)
+        self._tasks = [
+            asyncio.create_task(self._work(n), name=f"guichet-worker-{n}")
+            for n in range(self.workers)
+        ]
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def stop(self, grace_seconds: float = 20.0) -> None:
+        """Let running jobs finish (a reply half handed to the relay would become uncertain),
+        then cancel whatever is still running after ``grace_seconds``."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace_seconds)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._tasks = []
+
+    async def run_pending(self) -> int:
+        """Run ready jobs in this task until none is ready (for the CLI and for tests)."""
+        count = 0
+        while await self._run_one(self.worker_id):
+            count += 1
+        return count
+
+    async def _work(self, n: int) -> None:
+        worker = f"{self.worker_id}/{n}"
+        while not self._stopping:
+            try:
+                ran = await self._run_one(worker)
+            except Exception:
+                # The store itself failed (database down): wait and try again, never die.
+                log.exception("worker %s could not reach the store", worker)
+                ran = False
+                await asyncio.sleep(self.poll_seconds)
+            if not ran and not self._stopping:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self.poll_seconds)
+
+    async def _run_one(self, worker: str) -> bool:
+        async with self.store.sessions() as session, session.begin():
+            job = await jobs.claim(session, worker, tuple(self.handlers), self.lease)
+        if job is None:
+            return False
+        handler = self.handlers[job.kind]
+        try:
+            await handler.run(job)
+        except Exception as exc:
+            await self._failed(handler, job, exc)
+        else:
+            async with self.store.sessions() as session, session.begin():
+                await jobs.complete(session, job.id)
+        return True
+
+    async def _failed(self, handler: JobHandler, job: ClaimedJob, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        async with self.store.sessions() as session, session.begin():
+            if job.attempts >= self.retry.max_attempts:
+                log.error("job %s %s/%s parked: %s", job.id, job.kind, job.subject_id, error)
+                await jobs.park(session, job.id, error)
+                await handler.on_parked(session, job, error)
+            else:
+                log.warning(
+                    "job %s %s/%s attempt %d failed: %s",
+                    job.id,
+                    job.kind,
+                    job.subject_id,
+                    job.attempts,
+                    error,
+                )
+                await jobs.retry_later(
+                    session, job.id, error, utcnow() + self.retry.delay(job.attempts)
+                )

@@ -1,0 +1,104 @@
+"""The classify step: language, intent, document types and entities, with the review threshold."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from classifiers.qualify import Qualification, Qualifier
+from models.inbound import message_text
+from models.store import Store, audit
+from models.tables import Contact
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """The classifiers and how sure they must be before Guichet acts without a person."""
+
+    qualifier: Qualifier
+    intent_threshold: float = 0.45
+    doc_type_threshold: float = 0.45
+
+
+def _qualify(
+    understanding: Understanding, contact: Contact, texts: list[str]
+) -> tuple[Qualification, list[Qualification]]:
+    kind = (
+        "email" if contact.channel == "email" else "edi" if contact.channel == "edi" else "message"
+    )
+    message = understanding.qualifier.messages(
+        [message_text(contact.subject, contact.text)],
+        kind=kind,
+        sender_names=[contact.sender_name or None],
+    )[0]
+    return message, understanding.qualifier.documents(texts)
+
+
+async def classify(
+    store: Store, understanding: Understanding, contact_id: int, next_step: str
+) -> None:
+    """Qualify the contact and its documents; doubts become a review reason, never a guess
+    acted upon."""
+    async with store.sessions() as session:
+        contact = await session.scalar(
+            select(Contact).where(Contact.id == contact_id).options(selectinload(Contact.documents))
+        )
+        if contact is None:
+            raise LookupError(f"contact {contact_id} does not exist")
+        documents = [(d.id, d.text) for d in contact.documents]
+    # CPU-bound (models, spaCy): off the event loop so SMTP and HTTP stay responsive.
+    message, qualified = await asyncio.to_thread(
+        _qualify, understanding, contact, [text for _, text in documents]
+    )
+    doubts = []
+    if message.confidence is not None and message.confidence < understanding.intent_threshold:
+        doubts.append(
+            f"intent uncertain: {message.label} at {message.confidence:.2f}"
+            f" (threshold {understanding.intent_threshold:.2f})"
+        )
+    async with store.sessions() as session, session.begin():
+        contact = await session.scalar(
+            select(Contact).where(Contact.id == contact_id).options(selectinload(Contact.documents))
+        )
+        assert contact is not None
+        contact.language = message.language
+        contact.intent = message.label
+        contact.intent_confidence = message.confidence
+        contact.entities = message.entities
+        by_id = {d.id: d for d in contact.documents}
+        for (document_id, _), result in zip(documents, qualified, strict=True):
+            document = by_id[document_id]
+            document.language = result.language if document.text else None
+            document.doc_type = result.label
+            document.doc_type_confidence = result.confidence
+            document.entities = result.entities
+            if (
+                result.confidence is not None
+                and result.confidence < understanding.doc_type_threshold
+            ):
+                doubts.append(
+                    f"document {document.filename}: type uncertain: {result.label} at"
+                    f" {result.confidence:.2f} (threshold {understanding.doc_type_threshold:.2f})"
+                )
+        if doubts and contact.status == "processing":
+            contact.status = "needs_review"
+            contact.status_reason = "; ".join(doubts)
+        audit(
+            session,
+            "intake:classify",
+            "contact.classified",
+            "contact",
+            contact.id,
+            after={
+                "intent": message.label,
+                "confidence": message.confidence,
+                "rule": message.rule,
+                "documents": {
+                    str(d): r.label for (d, _), r in zip(documents, qualified, strict=True)
+                },
+            },
+        )
+        contact.step = next_step

@@ -1,0 +1,1 @@
+"""Domain types and the store: tables, repositories, migrations and the blob store."""

@@ -1,0 +1,64 @@
+"""Content-addressed blob store: sha256-named files written tmp, fsync, rename, fsync folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class BlobStoreError(OSError):
+    """The blob folder cannot take a write (missing, not writable, full)."""
+
+
+class BlobStore:
+    """Raw messages and attachments, stored once each whatever how often they arrive.
+
+    The interface is ``put``/``get``/``exists`` on sha256 digests so that a shared folder can
+    later be swapped for an object store without touching the callers.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, digest: str) -> Path:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not a sha256 digest: {digest!r}")
+        return self.root / digest[:2] / digest[2:4] / digest
+
+    def put(self, content: bytes) -> str:
+        """Store ``content`` durably and return its sha256; a no-op when it is already there."""
+        digest = hashlib.sha256(content).hexdigest()
+        target = self.path_for(digest)
+        if target.exists():
+            return digest
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(content)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp_name, target)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
+            # The rename is only durable once the folder entry itself is on disk.
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise BlobStoreError(
+                exc.errno, f"blob store {self.root}: {exc.strerror or exc}"
+            ) from exc
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        return self.path_for(digest).read_bytes()
+
+    def exists(self, digest: str) -> bool:
+        return self.path_for(digest).exists()

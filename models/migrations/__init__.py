@@ -1,0 +1,1 @@
+"""Alembic migrations of Guichet's store; run them with ``guichet db upgrade``."""

@@ -1,0 +1,1 @@
+"""Responders: decide which replies a contact deserves, render them, queue them durably."""

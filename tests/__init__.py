@@ -1,0 +1,1 @@
+"""Guichet's test suite; its packages mirror the project's."""

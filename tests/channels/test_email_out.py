@@ -1,0 +1,76 @@
+"""Email out through a real relay: the HTML alternative and a PDF attachment from the blob store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from channels.base import DeliveryError
+from channels.email_out import ATTACHMENTS_HEADER, SmtpRelaySender
+from models.blobs import BlobStore
+from models.tables import OutboundMessage
+from responders.attestation import attestation_pdf
+from tests.conftest import Relay
+
+
+def _message(**headers: object) -> OutboundMessage:
+    return OutboundMessage(
+        idempotency_key="contact:1:attestation",
+        purpose="attestation",
+        template="email/fr/attestation",
+        channel="email",
+        language="fr",
+        recipient="jean.dupont@example.org",
+        subject="[AS-2026-000001] Votre attestation d'assistance",
+        body_text="Bonjour,\n\nVeuillez trouver l'attestation ci-jointe.\n",
+        body_html="<p>Bonjour <strong>Jean &amp; Fils</strong>,</p>",
+        headers={"Auto-Submitted": "auto-replied", **headers},
+        message_id="abc.attestation@guichet.localhost",
+    )
+
+
+async def test_html_alternative_and_pdf_attachment_reach_the_relay(
+    relay: Relay, tmp_path: Path
+) -> None:
+    blobs = BlobStore(tmp_path)
+    pdf = attestation_pdf(
+        "Attestation d'assistance", "Guichet atteste que Jean Dupont…\n\nFait le 12 mars 2026."
+    )
+    digest = blobs.put(pdf)
+    ref = {
+        "sha256": digest,
+        "filename": "attestation-AS-2026-000001.pdf",
+        "content_type": "application/pdf",
+    }
+    sender = SmtpRelaySender(
+        relay.host, relay.port, "Guichet", "sinistres@guichet.localhost", blobs=blobs
+    )
+    await sender.send(_message(**{ATTACHMENTS_HEADER: [ref]}))
+    [(envelope, email)] = relay.received
+    assert envelope.mail_from == "<>"
+    assert email.get_content_type() == "multipart/mixed"
+    plain, html = email.get_body(("plain",)), email.get_body(("html",))
+    assert plain is not None and "ci-jointe" in plain.get_content()
+    assert html is not None and "<strong>Jean &amp; Fils</strong>" in html.get_content()
+    [attachment] = list(email.iter_attachments())
+    assert attachment.get_filename() == "attestation-AS-2026-000001.pdf"
+    assert attachment.get_content_type() == "application/pdf"
+    content = attachment.get_content()
+    assert content == pdf and content.startswith(b"%PDF-")
+    # Our bookkeeping headers never leave.
+    assert email[ATTACHMENTS_HEADER] is None
+
+
+async def test_attestation_pdf_is_reproducible() -> None:
+    assert attestation_pdf("A", "b") == attestation_pdf("A", "b")
+
+
+async def test_missing_blob_is_a_permanent_failure(relay: Relay, tmp_path: Path) -> None:
+    ref = {"sha256": "0" * 64, "filename": "x.pdf", "content_type": "application/pdf"}
+    sender = SmtpRelaySender(
+        relay.host, relay.port, "G", "s@guichet.localhost", blobs=BlobStore(tmp_path)
+    )
+    with pytest.raises(DeliveryError) as raised:
+        await sender.send(_message(**{ATTACHMENTS_HEADER: [ref]}))
+    assert raised.value.permanent and relay.received == []

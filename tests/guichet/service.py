@@ -1,0 +1,131 @@
+"""Run the real ``guichet`` service in a subprocess for end-to-end and crash tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import free_port
+
+DOMAIN = "guichet.localhost"
+
+
+class GuichetProcess:
+    """``guichet serve`` with its own home, ports and relay; restartable on the same data."""
+
+    def __init__(
+        self, home: Path, relay_port: int, extra_env: Mapping[str, str] | None = None
+    ) -> None:
+        self.home = home
+        self.http_port = free_port()
+        self.smtp_port = free_port()
+        self.env = {
+            **os.environ,
+            "GUICHET_HOME": str(home),
+            "GUICHET_HTTP_PORT": str(self.http_port),
+            "GUICHET_SMTP_PORT": str(self.smtp_port),
+            "GUICHET_SMTP_RELAY": f"127.0.0.1:{relay_port}",
+            "GUICHET_MAIL_DOMAINS": DOMAIN,
+            "GUICHET_JOB_BACKOFF_SECONDS": "0.3",
+            "GUICHET_JOB_POLL_SECONDS": "0.2",
+            "GUICHET_OCR_PROCESSES": "1",
+            **(extra_env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = home / "serve.log"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "guichet.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    async def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            # Popen only forks; the waiting happens below, asynchronously.
+            self.process = subprocess.Popen(  # noqa: ASYNC220
+                [sys.executable, "-m", "guichet.cli", "serve"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        for _ in range(300):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"guichet serve exited: {self.log.read_text()[-3000:]}")
+            try:
+                if (await self.get("/healthz"))["status"] == "ok":
+                    return
+            except OSError:
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"guichet serve did not come up: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+    async def get(self, path: str) -> Any:
+        def fetch() -> Any:
+            url = f"http://127.0.0.1:{self.http_port}{path}"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return json.loads(response.read())
+
+        return await asyncio.to_thread(fetch)
+
+    async def send(
+        self,
+        raw: bytes,
+        rcpt: str = f"sinistres@{DOMAIN}",
+        mail_from: str = "jean.dupont@example.org",
+    ) -> tuple[int, bytes]:
+        """One SMTP conversation; returns the reply to DATA, or the first refusal."""
+
+        def conversation() -> tuple[int, bytes]:
+            with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=60) as client:
+                client.ehlo()
+                for code, reply in (client.mail(mail_from), client.rcpt(rcpt)):
+                    if code != 250:
+                        return code, reply
+                return client.data(raw)
+
+        return await asyncio.to_thread(conversation)
+
+    async def wait_contact(
+        self, contact_id: int, statuses: tuple[str, ...], timeout: float = 90
+    ) -> Any:
+        async with asyncio.timeout(timeout):
+            while True:
+                contact = await self.get(f"/api/contacts/{contact_id}")
+                # Reminders wait in the queue for days: only what is due now must have left.
+                due = [r for r in contact["replies"] if not r.get("send_after")]
+                if (
+                    contact["status"] in statuses
+                    and contact.get("step") == "done"
+                    and all(r["status"] not in ("queued", "sending") for r in due)
+                ):
+                    return contact
+                await asyncio.sleep(0.2)

@@ -1,0 +1,89 @@
+"""The job runner: retries with backoff, parks with the reason, never lets one job block others."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from intake.runner import JobRunner, RetryPolicy
+from models import jobs
+from models.jobs import ClaimedJob
+from models.store import Store, audit
+from models.tables import AuditEvent, Job
+
+
+class Flaky:
+    """Fails its first ``failures`` runs for each subject, then succeeds; always fails subject 0."""
+
+    kind = "flaky"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.runs: dict[int, int] = {}
+        self.done: list[int] = []
+
+    async def run(self, job: ClaimedJob) -> None:
+        self.runs[job.subject_id] = self.runs.get(job.subject_id, 0) + 1
+        if job.subject_id == 0 or self.runs[job.subject_id] <= self.failures:
+            raise RuntimeError(f"subject {job.subject_id} is broken")
+        self.done.append(job.subject_id)
+
+    async def on_parked(self, session: AsyncSession, job: ClaimedJob, error: str) -> None:
+        audit(session, "test", "parked", "subject", job.subject_id, note=error)
+
+
+async def _enqueue(store: Store, subjects: list[int]) -> None:
+    async with store.sessions() as session, session.begin():
+        for subject in subjects:
+            jobs.enqueue(session, "flaky", subject)
+
+
+async def test_retries_then_succeeds_and_parks_the_hopeless_one(store: Store) -> None:
+    handler = Flaky(failures=1)
+    await _enqueue(store, [0, 1, 2])
+    runner = JobRunner(
+        store, {"flaky": handler}, workers=2, retry=RetryPolicy(3, 0.05), poll_seconds=0.05
+    )
+    await runner.start()
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                async with store.sessions() as session:
+                    statuses = (
+                        await session.scalars(select(Job.status).order_by(Job.subject_id))
+                    ).all()
+                if all(s in ("done", "failed") for s in statuses):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await runner.stop()
+    assert statuses == ["failed", "done", "done"]
+    assert handler.runs == {0: 3, 1: 2, 2: 2}
+    assert sorted(handler.done) == [1, 2]
+    async with store.sessions() as session:
+        parked = await session.scalar(select(Job).where(Job.subject_id == 0))
+        assert parked is not None
+        assert parked.last_error == "RuntimeError: subject 0 is broken"
+        note = await session.scalar(select(AuditEvent.note).where(AuditEvent.action == "parked"))
+        assert note == "RuntimeError: subject 0 is broken"
+
+
+async def test_backoff_doubles() -> None:
+    policy = RetryPolicy(max_attempts=5, backoff_seconds=2, max_backoff_seconds=10)
+    assert [policy.delay(n) for n in (1, 2, 3, 4)] == [
+        timedelta(seconds=2),
+        timedelta(seconds=4),
+        timedelta(seconds=8),
+        timedelta(seconds=10),
+    ]
+
+
+async def test_a_failing_job_does_not_hold_up_the_queue(store: Store) -> None:
+    handler = Flaky(failures=0)
+    await _enqueue(store, [0, *range(1, 6)])
+    runner = JobRunner(store, {"flaky": handler}, workers=1, retry=RetryPolicy(5, 30))
+    assert await runner.run_pending() == 6  # subject 0 failed once and waits 30 s
+    assert sorted(handler.done) == [1, 2, 3, 4, 5]
