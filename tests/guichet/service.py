@@ -117,15 +117,23 @@ class GuichetProcess:
     async def wait_contact(
         self, contact_id: int, statuses: tuple[str, ...], timeout: float = 90
     ) -> Any:
-        async with asyncio.timeout(timeout):
-            while True:
-                contact = await self.get(f"/api/contacts/{contact_id}")
-                # Reminders wait in the queue for days: only what is due now must have left.
-                due = [r for r in contact["replies"] if not r.get("send_after")]
-                if (
-                    contact["status"] in statuses
-                    and contact.get("step") == "done"
-                    and all(r["status"] not in ("queued", "sending") for r in due)
-                ):
-                    return contact
-                await asyncio.sleep(0.2)
+        contact: Any = None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    contact = await self.get(f"/api/contacts/{contact_id}")
+                    # Reminders wait in the queue for days: only what is due now must have left.
+                    due = [r for r in contact["replies"] if not r.get("send_after")]
+                    if (
+                        contact["status"] in statuses
+                        and contact.get("step") == "done"
+                        and all(r["status"] not in ("queued", "sending") for r in due)
+                    ):
+                        return contact
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            # Say where it stood: a bare timeout tells nothing about a flaky end-to-end run.
+            raise AssertionError(
+                f"contact {contact_id} not {statuses} after {timeout}s: {contact!r}\n"
+                f"service log tail:\n{self.log.read_text()[-4000:]}"
+            ) from None
