@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
+
+from aiohttp import web
 
 from models.tables import OutboundMessage
 
@@ -27,3 +30,20 @@ class Sender(Protocol):
         Raises ``DeliveryError``; anything else is treated as temporary.
         """
         ...
+
+
+class Adapter(Protocol):
+    """The inbound half of a channel that runs beside the service: a poller, a folder watcher,
+    HTTP endpoints (webhooks, websocket), or several. ``guichet.wiring`` builds them from the
+    settings; the service mounts their routes, then starts them once the store is migrated, and
+    stops them first on the way out so nothing new arrives while the workers drain."""
+
+    name: str
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        """HTTP routes to mount on the service's application (none for a pure poller)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...

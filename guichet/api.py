@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -361,8 +362,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/outbox/{id}/reject", reject_reply)
 
 
-def create_app(store: Store) -> web.Application:
+def create_app(store: Store, channel_routes: Sequence[web.RouteDef] = ()) -> web.Application:
     app = web.Application()
     app[STORE] = store
     add_routes(app)
+    app.router.add_routes(channel_routes)
     return app

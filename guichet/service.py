@@ -16,11 +16,12 @@ from channels.email_smtp import SmtpIntake, smtp_factory
 from classifiers.qualify import Qualifier
 from guichet.api import create_app
 from guichet.settings import Settings, SettingsError
+from guichet.wiring import ChannelParts, build_channels
 from intake.coverage import load_claim_types, load_rates
 from intake.evaluate import ReferenceRules
 from intake.pipeline import ContactPipeline, IntakeContext
 from intake.reading import OcrPool, ReadingLimits
-from intake.runner import JobRunner, RetryPolicy
+from intake.runner import JobHandler, JobRunner, RetryPolicy
 from intake.understand import Understanding
 from models import migrate
 from models.store import Store
@@ -73,7 +74,11 @@ def reply_policy(settings: Settings) -> ReplyPolicy:
 
 
 def build_runner(
-    settings: Settings, store: Store, ocr: OcrPool, understanding: Understanding | None = None
+    settings: Settings,
+    store: Store,
+    ocr: OcrPool,
+    understanding: Understanding | None = None,
+    channels: ChannelParts | None = None,
 ) -> JobRunner:
     identity = MailIdentity(
         display_name=settings.mail_from_name,
@@ -96,16 +101,17 @@ def build_runner(
         replies=reply_policy(settings),
     )
     relay_host, relay_port = settings.relay_address
-    senders = {
-        "email": SmtpRelaySender(
-            relay_host, relay_port, identity.display_name, identity.address, blobs=store.blobs
-        )
-    }
+    channels = channels or ChannelParts()
+    email = SmtpRelaySender(
+        relay_host, relay_port, identity.display_name, identity.address, blobs=store.blobs
+    )
+    senders = {sender.channel: sender for sender in [email, *channels.senders]}
     pipeline = ContactPipeline(context)
-    delivery = OutboxDelivery(store, senders, checks=[missing_list_check])
+    delivery = OutboxDelivery(store, senders, checks=[missing_list_check, *channels.checks])
+    handlers: list[JobHandler] = [pipeline, delivery, *channels.handlers]
     return JobRunner(
         store,
-        {pipeline.kind: pipeline, delivery.kind: delivery},
+        {handler.kind: handler for handler in handlers},
         workers=settings.workers,
         retry=RetryPolicy(settings.job_max_attempts, settings.job_backoff_seconds),
         poll_seconds=settings.job_poll_seconds,
@@ -121,14 +127,19 @@ class Service:
         self.store = open_store(settings)
         self.ocr = OcrPool(settings.ocr_pool_size)
         self.understanding = build_understanding(settings)
-        self.runner = build_runner(settings, self.store, self.ocr, self.understanding)
+        # The adapters wake the workers, which do not exist yet: hence the late lookup.
+        self.channels = build_channels(settings, self.store, lambda: self.runner.wake())
+        self.runner = build_runner(
+            settings, self.store, self.ocr, self.understanding, self.channels
+        )
         self._http: web.AppRunner | None = None
         self._smtp: asyncio.Server | None = None
 
     async def start(self, *, workers: bool = True) -> None:
         s = self.settings
         await asyncio.to_thread(migrate.upgrade, s.effective_database_url)
-        self._http = web.AppRunner(create_app(self.store), access_log=None)
+        routes = [route for adapter in self.channels.adapters for route in adapter.routes()]
+        self._http = web.AppRunner(create_app(self.store, routes), access_log=None)
         await self._http.setup()
         await web.TCPSite(self._http, s.http_host, s.http_port).start()
         intake = SmtpIntake(self.store, s.mail_domains, on_accepted=lambda _: self.runner.wake())
@@ -149,8 +160,13 @@ class Service:
             # Mail is already accepted and stored meanwhile; processing waits for the models.
             await asyncio.to_thread(self.understanding.qualifier.warm_up)
             await self.runner.start()
+        for adapter in self.channels.adapters:
+            await adapter.start()
 
     async def stop(self) -> None:
+        for adapter in self.channels.adapters:
+            with contextlib.suppress(Exception):
+                await adapter.stop()
         if self._smtp is not None:
             self._smtp.close()
             with contextlib.suppress(Exception):

@@ -57,6 +57,27 @@ class Settings:
     auto_send_refusal_codes: str = ""
     #: Automatic replies to one recipient within an hour beyond which the next are held.
     max_automatic_per_hour: int = 5
+    #: The address the outside world uses to reach Guichet (behind a proxy): Twilio signs it.
+    public_url: str = "http://127.0.0.1:8080"
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    #: Our sending number (E.164) or Messaging Service SID ("MG…").
+    twilio_from: str = ""
+    twilio_api_base: str = "https://api.twilio.com"
+    #: Hosts MMS media may be fetched from (comma list); nothing else is ever requested.
+    twilio_media_hosts: str = "api.twilio.com,media.twiliocdn.com"
+    twilio_media_max_bytes: int = 5 * 1024 * 1024
+    chat_max_messages_per_minute: int = 20
+    chat_max_messages_per_minute_per_address: int = 60
+    chat_max_upload_bytes: int = 10 * 1024 * 1024
+    #: Drop folders ("" turns the watcher off); relative paths are under ``home``.
+    edi_drop: str = ""
+    edi_out: str = "edi-out"
+    ged_drop: str = ""
+    ged_export: str = "ged-export"
+    #: Seconds a dropped file's size and mtime must stay unchanged before it is taken.
+    drop_stable_seconds: float = 2.0
+    drop_poll_seconds: float = 1.0
     templates_dir: Path = PROJECT_ROOT / "templates"
     config_dir: Path = PROJECT_ROOT / "config"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -77,6 +98,11 @@ class Settings:
         if not host or not port.isdigit():
             raise SettingsError(f"GUICHET_SMTP_RELAY must be host:port, got {self.smtp_relay!r}")
         return host, int(port)
+
+    def folder(self, value: str) -> Path:
+        """A folder setting: absolute as given, relative ones under ``home``."""
+        path = Path(value)
+        return path if path.is_absolute() else self.home / path
 
     @property
     def reply_domain(self) -> str:

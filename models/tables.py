@@ -346,3 +346,17 @@ class TrainingExample(Base):
     kind: Mapped[str] = mapped_column(String(20))
     label: Mapped[dict[str, Any]] = mapped_column(default=dict)
     text: Mapped[str] = mapped_column(Text, default="")
+
+
+# Tables of the channels (issue 5). Each channel keeps its own tables in its own section below,
+# with its own migration, so that the sections can be read (and grow) independently.
+
+# --- IMAP mailboxes (channels/email_imap.py; migration 0007) ---
+
+# --- SMS and MMS through Twilio (channels/twilio_sms.py; migration 0008) ---
+
+# --- Web chat (channels/chat.py; migration 0009) ---
+
+# --- EDI from providers (channels/edi.py; migration 0010) ---
+
+# --- GED drops and exports (channels/ged.py; migration 0011) ---
