@@ -21,9 +21,9 @@ from intake.understand import Understanding, classify
 from models.clock import utcnow
 from models.jobs import CONTACT_JOB, ClaimedJob
 from models.store import Store, audit
-from models.tables import Contact, Document, OutboundMessage
+from models.tables import Contact, Document, Dossier, OutboundMessage
 from responders import decide
-from responders.acknowledge import MailIdentity, why_no_acknowledgement
+from responders.acknowledge import MailIdentity, ReplyRoute, reply_route
 from responders.attestation import store_attestation
 from responders.compose import ReplyInputs, build_reply
 from responders.outbox import queue_reply
@@ -227,57 +227,96 @@ async def respond(ctx: IntakeContext, contact_id: int) -> None:
         dossier = contact.dossier
         if dossier is not None:
             await session.refresh(dossier, ["beneficiary", "contract"])
-        skip = why_no_acknowledgement(contact, ctx.identity)
+        route = reply_route(contact, dossier, ctx.identity)
+        skip = route if isinstance(route, str) else None
         facts = None
         if dossier is not None:
+            last_request, completed = await _reply_history(session, dossier.id)
             facts = decide.DossierFacts(
                 id=dossier.id,
                 missing=tuple(dossier.missing),
                 coverage=dossier.coverage,
-                requested=await _missing_documents_requested(session, dossier.id),
+                last_request=last_request,
+                completed_rounds=completed,
             )
         plans = decide.decide(
-            decide.ContactFacts(contact.id, contact.intent, skip), facts, ctx.replies
+            decide.ContactFacts(
+                contact.id,
+                contact.intent,
+                skip,
+                acknowledge=not isinstance(route, str) and route.acknowledge,
+            ),
+            facts,
+            ctx.replies,
         )
         if skip is not None:
             audit(session, "responder", "reply.skipped", "contact", contact.id, note=skip)
-        inputs = ReplyInputs(
-            contact, dossier, ctx.claim_types, ctx.renderer, ctx.identity, utcnow()
-        )
-        for plan in plans:
-            # Checked before rendering so that a replay does not even build an attestation.
-            known = await session.scalar(
-                select(OutboundMessage.id).where(OutboundMessage.idempotency_key == plan.key)
-            )
-            if known is not None:
-                continue
-            attachments = None
-            if plan.purpose == decide.ATTESTATION:
-                attachments = [await store_attestation(ctx.store.blobs, inputs)]
-            await queue_reply(
-                session,
-                build_reply(plan, inputs, attachments),
-                hold=plan.hold,
-                cap=ctx.replies.max_automatic_per_hour,
-            )
+        if isinstance(route, ReplyRoute):
+            await _queue_plans(ctx, session, plans, route, contact, dossier)
         if contact.status == "processing":
             contact.status = "processed"
         contact.step = following("respond")
 
 
-async def _missing_documents_requested(session: AsyncSession, dossier_id: int) -> bool:
-    """A missing-documents request (not a reminder) went or is going out for the dossier."""
-    found = await session.scalar(
-        select(OutboundMessage.id)
+async def _queue_plans(
+    ctx: IntakeContext,
+    session: AsyncSession,
+    plans: list[decide.PlannedReply],
+    route: ReplyRoute,
+    contact: Contact,
+    dossier: Dossier | None,
+) -> None:
+    inputs = ReplyInputs(
+        contact, dossier, ctx.claim_types, ctx.renderer, ctx.identity, utcnow(), route
+    )
+    for plan in plans:
+        # Checked before rendering so that a replay does not even build an attestation.
+        known = await session.scalar(
+            select(OutboundMessage.id).where(OutboundMessage.idempotency_key == plan.key)
+        )
+        if known is not None:
+            continue
+        attachments = None
+        if plan.purpose == decide.ATTESTATION:
+            attachments = [await store_attestation(ctx.store.blobs, inputs)]
+        await queue_reply(
+            session,
+            build_reply(plan, inputs, attachments),
+            hold=plan.hold,
+            cap=ctx.replies.max_automatic_per_hour,
+        )
+
+
+async def _reply_history(
+    session: AsyncSession, dossier_id: int
+) -> tuple[decide.RequestFacts | None, frozenset[int]]:
+    """The dossier's latest missing-documents request and the rounds already completed."""
+    rows = await session.execute(
+        select(OutboundMessage.idempotency_key, OutboundMessage.status, OutboundMessage.headers)
         .where(
             OutboundMessage.dossier_id == dossier_id,
-            OutboundMessage.purpose == decide.MISSING_DOCUMENTS,
-            OutboundMessage.send_after.is_(None),
-            OutboundMessage.status.in_(("queued", "sending", "sent", "uncertain")),
+            OutboundMessage.purpose.in_((decide.MISSING_DOCUMENTS, decide.COMPLETION)),
         )
-        .limit(1)
+        .order_by(OutboundMessage.id)
     )
-    return found is not None
+    last: decide.RequestFacts | None = None
+    completed: set[int] = set()
+    for key, status, headers in rows:
+        done = decide.completion_round(key)
+        if done is not None:
+            completed.add(done)
+            continue
+        found = decide.request_round(key)
+        if found is None or found[1]:
+            continue
+        round_, _ = found
+        if last is None or round_ >= last.round:
+            last = decide.RequestFacts(
+                round=round_,
+                missing_digest=str((headers or {}).get(decide.MISSING_HEADER, "")),
+                active=status in ("queued", "sending", "sent", "uncertain"),
+            )
+    return last, frozenset(completed)
 
 
 async def evaluate_dossier(ctx: IntakeContext, contact_id: int) -> None:

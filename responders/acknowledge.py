@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from babel.dates import format_date
 
-from models.tables import Contact, OutboundMessage
+from models.tables import Contact, Dossier, OutboundMessage
 from responders.outbox import idempotency_key
 from responders.render import TemplateRenderer
 
 PURPOSE = "acknowledgement"
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 @dataclass(frozen=True)
@@ -29,18 +32,45 @@ class MailIdentity:
         return f"{self.local_part}@{self.domain}"
 
 
-def why_no_acknowledgement(contact: Contact, identity: MailIdentity) -> str | None:
-    """The reason not to acknowledge this contact, or None when it deserves one (RFC 3834)."""
+@dataclass(frozen=True)
+class ReplyRoute:
+    """Where the automatic replies of one contact go, and whether the contact itself is
+    acknowledged (a scanned letter is not, though its dossier's replies reach the person)."""
+
+    channel: str
+    recipient: str
+    acknowledge: bool = True
+
+
+def reply_route(
+    contact: Contact, dossier: Dossier | None, identity: MailIdentity
+) -> ReplyRoute | str:
+    """The route of this contact's automatic replies, or why it gets none (RFC 3834, opt-out)."""
     if contact.automatic_reason:
         return f"automatic message ({contact.automatic_reason}): never answered automatically"
-    if contact.channel != "email":
-        return f"no automatic acknowledgement on channel {contact.channel} yet"
-    if "@" not in contact.sender:
-        return "no sender address to answer"
-    domain = contact.sender.rsplit("@", 1)[1].lower()
-    if domain in identity.own_domains:
-        return f"sender {contact.sender} is one of our own addresses: answering would loop"
-    return None
+    if contact.channel == "email":
+        if "@" not in contact.sender:
+            return "no sender address to answer"
+        domain = contact.sender.rsplit("@", 1)[1].lower()
+        if domain in identity.own_domains:
+            return f"sender {contact.sender} is one of our own addresses: answering would loop"
+        return ReplyRoute("email", contact.sender)
+    if contact.channel == "sms":
+        if not _E164.fullmatch(contact.sender):
+            return f"sender {contact.sender!r} is not a phone number SMS can answer"
+        return ReplyRoute("sms", contact.sender)
+    if contact.channel == "chat":
+        return ReplyRoute("chat", contact.sender)
+    if contact.channel == "ged":
+        # Scanned mail has no return channel of its own: the dossier's news (documents still
+        # missing, complete, refused) go to the beneficiary's address on file.
+        emails = dossier.beneficiary.emails if dossier and dossier.beneficiary else []
+        if not emails:
+            return "scanned mail: no dossier beneficiary with an email address to write to"
+        return ReplyRoute("email", str(emails[0]), acknowledge=False)
+    if contact.channel == "edi":
+        return "EDI interchange: the CONTRL message is its only reply"
+    return f"no automatic reply on channel {contact.channel}"
 
 
 def acknowledgement_context(

@@ -10,7 +10,12 @@ from typing import Any, Protocol
 
 from models.tables import Contact, Dossier, OutboundMessage
 from responders import decide as d
-from responders.acknowledge import MailIdentity, acknowledgement_context, reply_headers
+from responders.acknowledge import (
+    MailIdentity,
+    ReplyRoute,
+    acknowledgement_context,
+    reply_headers,
+)
 from responders.render import Rendered, TemplateRenderer
 from responders.sms import measure, to_gsm7
 
@@ -62,6 +67,16 @@ class ReplyInputs:
     renderer: TemplateRenderer
     identity: MailIdentity
     now: datetime
+    #: Where the replies go; by default back to the sender on the contact's own channel.
+    route: ReplyRoute | None = None
+
+    @property
+    def channel(self) -> str:
+        return self.route.channel if self.route else self.contact.channel
+
+    @property
+    def recipient(self) -> str:
+        return self.route.recipient if self.route else self.contact.sender
 
 
 def reply_language(contact: Contact, renderer: TemplateRenderer) -> str:
@@ -161,12 +176,12 @@ def build_reply(
     contact, identity = inputs.contact, inputs.identity
     lang = reply_language(contact, inputs.renderer)
     rendered = render_for_channel(
-        inputs.renderer, plan.purpose, contact.channel, lang, reply_context(plan, inputs, lang)
+        inputs.renderer, plan.purpose, inputs.channel, lang, reply_context(plan, inputs, lang)
     )
     token = secrets.token_hex(8)
     headers: dict[str, Any] = {}
     message_id = None
-    if contact.channel == "email":
+    if inputs.channel == "email":
         headers = reply_headers(contact, identity, token)
         message_id = f"{token}.{plan.purpose}@{identity.domain}"
     if plan.missing_digest:
@@ -179,9 +194,9 @@ def build_reply(
         dossier_id=inputs.dossier.id if inputs.dossier else contact.dossier_id,
         purpose=plan.purpose,
         template=rendered.template,
-        channel=contact.channel,
+        channel=inputs.channel,
         language=rendered.language,
-        recipient=contact.sender,
+        recipient=inputs.recipient,
         subject=rendered.subject,
         body_text=rendered.body_text,
         body_html=rendered.body_html,

@@ -37,6 +37,9 @@ class ContactFacts:
     intent: str | None
     #: Why this contact must get no automatic reply at all (an auto-reply, our own address…).
     no_reply_reason: str | None
+    #: False when the contact's dossier news go elsewhere but the contact itself is not
+    #: acknowledged (scanned mail answered at the beneficiary's address).
+    acknowledge: bool = True
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,19 @@ class DossierFacts:
     id: int
     missing: tuple[str, ...]
     coverage: Mapping[str, Any]
-    #: A missing-documents request for this dossier was queued or sent at some point.
-    requested: bool
+    #: The dossier's latest missing-documents request: its round (1, 2, … each time the list
+    #: changed), the digest of the list it asked for, and whether it went or is going out.
+    last_request: RequestFacts | None = None
+    #: Rounds whose completion message was already written.
+    completed_rounds: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    round: int
+    missing_digest: str
+    #: Queued, sending, sent or uncertain: the person was (or is being) asked.
+    active: bool
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,9 @@ def decide(
     """Every reply this contact may trigger; the outbox drops those whose key already exists."""
     if contact.no_reply_reason is not None:
         return []
-    plans = [PlannedReply(ACKNOWLEDGEMENT, f"contact:{contact.id}:{ACKNOWLEDGEMENT}")]
+    plans = []
+    if contact.acknowledge:
+        plans.append(PlannedReply(ACKNOWLEDGEMENT, f"contact:{contact.id}:{ACKNOWLEDGEMENT}"))
     if dossier is not None:
         plans += _dossier_replies(dossier, policy)
     if contact.intent == "status_inquiry":
@@ -106,9 +122,18 @@ def _dossier_replies(dossier: DossierFacts, policy: ReplyPolicy) -> list[Planned
                 REFUSAL, f"{base}:{REFUSAL}:{digest(codes)}", None if automatic else HOLD_REFUSAL
             )
         ]
+    last = dossier.last_request
     if dossier.missing:
         version = digest(dossier.missing)
-        request = f"{base}:{MISSING_DOCUMENTS}:{version}"
+        # A new round each time the list differs from the last one asked for, even when it
+        # returns to an earlier list: the person must hear of every change, once.
+        if last is None:
+            round_ = 1
+        elif last.missing_digest == version and last.round not in dossier.completed_rounds:
+            round_ = last.round
+        else:
+            round_ = last.round + 1
+        request = f"{base}:{MISSING_DOCUMENTS}:{round_}"
         plans = [PlannedReply(MISSING_DOCUMENTS, request, missing_digest=version)]
         for n, days in enumerate(sorted(set(policy.reminder_days)), 1):
             plans.append(
@@ -121,9 +146,28 @@ def _dossier_replies(dossier: DossierFacts, policy: ReplyPolicy) -> list[Planned
                 )
             )
         return plans
-    if dossier.requested:
-        return [PlannedReply(COMPLETION, f"{base}:{COMPLETION}")]
+    if last is not None and last.active and last.round not in dossier.completed_rounds:
+        # Complete again after a later request: each round that asked is closed by its message.
+        return [PlannedReply(COMPLETION, f"{base}:{COMPLETION}:{last.round}")]
     return []
+
+
+def request_round(key: str) -> tuple[int, bool] | None:
+    """``dossier:3:missing_documents:2`` → (2, False); with ``:reminder:1`` → (2, True).
+
+    The round lives in the idempotency key, which is unique: the one place it cannot drift.
+    """
+    parts = key.split(":")
+    if len(parts) < 4 or parts[2] != MISSING_DOCUMENTS or not parts[3].isdigit():
+        return None
+    return int(parts[3]), len(parts) > 4
+
+
+def completion_round(key: str) -> int | None:
+    parts = key.split(":")
+    if len(parts) == 4 and parts[2] == COMPLETION and parts[3].isdigit():
+        return int(parts[3])
+    return None
 
 
 def why_cancel(headers: Mapping[str, Any], missing_now: Sequence[str]) -> str | None:

@@ -145,4 +145,16 @@ async def missing_list_check(session: AsyncSession, message: OutboundMessage) ->
     if message.dossier_id is None:
         return None
     missing = await session.scalar(select(Dossier.missing).where(Dossier.id == message.dossier_id))
-    return why_cancel(message.headers, list(missing or []))
+    reason = why_cancel(message.headers, list(missing or []))
+    if reason is not None:
+        return reason
+    request_key, marker, _ = message.idempotency_key.partition(":reminder:")
+    if marker:
+        # A reminder of a request that never reached the person (held by the hourly cap and
+        # still waiting, rejected, cancelled) would remind them of nothing.
+        status = await session.scalar(
+            select(OutboundMessage.status).where(OutboundMessage.idempotency_key == request_key)
+        )
+        if status != "sent":
+            return f"its request was not sent (it is {status or 'missing'})"
+    return None

@@ -18,9 +18,12 @@ from responders.decide import (
     ContactFacts,
     DossierFacts,
     ReplyPolicy,
+    RequestFacts,
+    completion_round,
     decide,
     digest,
     parse_reminder_days,
+    request_round,
     why_cancel,
 )
 from responders.outbox import CAP_REACHED
@@ -58,9 +61,10 @@ def _dossier(
     missing: tuple[str, ...] = (),
     coverage: dict[str, object] | None = None,
     *,
-    requested: bool = False,
+    last: RequestFacts | None = None,
+    completed: frozenset[int] = frozenset(),
 ) -> DossierFacts:
-    return DossierFacts(3, missing, coverage or {}, requested)
+    return DossierFacts(3, missing, coverage or {}, last, completed)
 
 
 def _keys(
@@ -72,22 +76,45 @@ def _keys(
 CONTACT = ContactFacts(12, None, None)
 
 
-def test_missing_documents_request_and_reminders_are_keyed_by_the_missing_list() -> None:
+def test_missing_documents_request_and_reminders_are_keyed_by_round() -> None:
     plans = decide(CONTACT, _dossier(("bank_details", "medical_invoice")), ReplyPolicy())
     version = digest(["medical_invoice", "bank_details"])
     assert [(p.purpose, p.key, p.delay_days, p.hold) for p in plans] == [
         ("acknowledgement", "contact:12:acknowledgement", 0, None),
-        ("missing_documents", f"dossier:3:missing_documents:{version}", 0, None),
-        ("missing_documents", f"dossier:3:missing_documents:{version}:reminder:1", 7, None),
-        ("missing_documents", f"dossier:3:missing_documents:{version}:reminder:2", 21, None),
+        ("missing_documents", "dossier:3:missing_documents:1", 0, None),
+        ("missing_documents", "dossier:3:missing_documents:1:reminder:1", 7, None),
+        ("missing_documents", "dossier:3:missing_documents:1:reminder:2", 21, None),
     ]
-    # The same list in another order is the same request: a later contact sends nothing more.
-    assert (
-        _keys(ContactFacts(13, None, None), _dossier(("medical_invoice", "bank_details")))[1]
-        == plans[1].key
+    assert {p.missing_digest for p in plans[1:]} == {version}
+    asked = RequestFacts(1, version, active=True)
+    # The same list in another order is the same round: a later contact sends nothing more.
+    later = _dossier(("medical_invoice", "bank_details"), last=asked)
+    assert _keys(ContactFacts(13, None, None), later)[1] == plans[1].key
+    # Another list is a new round.
+    assert _keys(CONTACT, _dossier(("bank_details",), last=asked))[1] == (
+        "dossier:3:missing_documents:2"
     )
-    assert len({p.missing_digest for p in plans[1:]}) == 1
-    assert _keys(CONTACT, _dossier(("bank_details",)))[1] != plans[1].key
+
+
+def test_a_list_that_returns_to_an_earlier_state_is_asked_again() -> None:
+    first = digest(["bank_details", "medical_invoice"])
+    second = RequestFacts(2, digest(["bank_details"]), active=True)
+    # Round 1 asked for both, round 2 for one; the list is back to both: round 3 says so.
+    back = _dossier(("bank_details", "medical_invoice"), last=second)
+    plans = decide(CONTACT, back, ReplyPolicy())
+    assert (plans[1].key, plans[1].missing_digest) == ("dossier:3:missing_documents:3", first)
+    # Complete, then the same list is missing again (a document was rejected): a new round.
+    done = _dossier(("bank_details",), last=second, completed=frozenset({2}))
+    assert _keys(CONTACT, done)[1] == "dossier:3:missing_documents:3"
+
+
+def test_request_and_completion_rounds_are_read_back_from_keys() -> None:
+    assert request_round("dossier:3:missing_documents:2") == (2, False)
+    assert request_round("dossier:3:missing_documents:2:reminder:1") == (2, True)
+    assert request_round("contact:3:acknowledgement") is None
+    assert request_round("dossier:3:missing_documents:ab12cd34") is None
+    assert completion_round("dossier:3:completion:4") == 4
+    assert completion_round("dossier:3:missing_documents:4") is None
 
 
 def test_automatic_messages_get_nothing() -> None:
@@ -95,11 +122,32 @@ def test_automatic_messages_get_nothing() -> None:
     assert decide(contact, _dossier(("bank_details",), REFUSED), ReplyPolicy()) == []
 
 
-def test_completion_only_after_a_request() -> None:
+def test_completion_once_per_round_that_asked() -> None:
     assert _keys(CONTACT, _dossier()) == ["contact:12:acknowledgement"]
-    assert _keys(CONTACT, _dossier(requested=True)) == [
+    asked = RequestFacts(1, digest(["bank_details"]), active=True)
+    assert _keys(CONTACT, _dossier(last=asked)) == [
         "contact:12:acknowledgement",
-        "dossier:3:completion",
+        "dossier:3:completion:1",
+    ]
+    assert _keys(CONTACT, _dossier(last=asked, completed=frozenset({1}))) == [
+        "contact:12:acknowledgement"
+    ]
+    # Complete again after a later round: that round gets its own completion message.
+    again = RequestFacts(2, digest(["medical_invoice"]), active=True)
+    assert _keys(CONTACT, _dossier(last=again, completed=frozenset({1})))[1:] == [
+        "dossier:3:completion:2"
+    ]
+    # A request a gestionnaire rejected (or that was cancelled) asked nobody: nothing to close.
+    rejected = RequestFacts(1, digest(["bank_details"]), active=False)
+    assert _keys(CONTACT, _dossier(last=rejected)) == ["contact:12:acknowledgement"]
+
+
+def test_scanned_mail_is_not_acknowledged_but_its_dossier_news_go_out() -> None:
+    letter = ContactFacts(12, None, None, acknowledge=False)
+    assert _keys(letter, _dossier(("bank_details",))) == [
+        "dossier:3:missing_documents:1",
+        "dossier:3:missing_documents:1:reminder:1",
+        "dossier:3:missing_documents:1:reminder:2",
     ]
 
 
@@ -216,7 +264,7 @@ async def test_missing_documents_once_per_change_with_reminders_cancelled_when_s
     assert [(r.status, r.status_reason) for r in old] == [
         ("cancelled", "the list of missing documents changed since this request was written")
     ] * 2
-    new = by_key[f"dossier:{request.dossier_id}:missing_documents:{digest(['bank_details'])}"]
+    new = by_key[f"dossier:{request.dossier_id}:missing_documents:2"]
     assert new.status == "sent" and "factures" not in new.body_text
     reminders = [r for k, r in by_key.items() if k.startswith(new.idempotency_key + ":")]
     assert [r.status for r in reminders] == ["sent", "sent"]  # still missing: they go
@@ -236,6 +284,21 @@ async def test_missing_documents_once_per_change_with_reminders_cancelled_when_s
     subjects = [m["Subject"] for _, m in relay.received]
     assert "[AS-2026-000001] Votre dossier est complet" in subjects
     assert "[AS-2026-000001] Rappel : documents à nous transmettre" in subjects
+
+    # The RIB turns out unusable: the list is back to an earlier state. The person is asked
+    # again (round 3), and told again when the dossier is complete once more.
+    await set_dossier(store, missing=["bank_details"])
+    await contact_at_respond(store, "c6@example.org")
+    await jobs.run_pending()
+    await set_dossier(store, missing=[])
+    await contact_at_respond(store, "c7@example.org")
+    await jobs.run_pending()
+    keys = {r.idempotency_key: r.status for r in await replies(store)}
+    base = f"dossier:{request.dossier_id}"
+    assert keys[f"{base}:missing_documents:3"] == "sent"
+    completions = [f"{base}:completion:2", f"{base}:completion:3"]
+    assert [k for k in keys if ":completion" in k] == completions
+    assert {keys[k] for k in completions} == {"sent"}
 
 
 async def test_refusal_is_held_with_its_reasons(store: Store, ocr: OcrPool, relay: Relay) -> None:
@@ -296,6 +359,27 @@ async def test_per_recipient_cap_holds_automatic_replies(
         ("status_answer", "held", CAP_REACHED),
     ]
     assert len(relay.received) == 3
+
+
+async def test_reminders_of_a_request_held_by_the_cap_are_cancelled(
+    store: Store, ocr: OcrPool, relay: Relay
+) -> None:
+    await load_demo(store)
+    await set_dossier(store, missing=["bank_details"])
+    # The acknowledgement takes the only automatic reply of the hour: the request is held.
+    await contact_at_respond(store, "held@example.org")
+    jobs = runner(store, ocr, relay, max_automatic_per_hour=1)
+    await jobs.run_pending()
+    await _make_due(store)
+    await jobs.run_pending()
+    statuses = [(r.purpose, r.status, r.status_reason) for r in await replies(store)]
+    assert statuses == [
+        ("acknowledgement", "sent", None),
+        ("missing_documents", "held", CAP_REACHED),
+        ("missing_documents", "cancelled", "its request was not sent (it is held)"),
+        ("missing_documents", "cancelled", "its request was not sent (it is held)"),
+    ]
+    assert len(relay.received) == 1
 
 
 async def test_status_answer_says_state_missing_and_next_step(
