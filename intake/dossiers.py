@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -47,6 +47,8 @@ OPENING_INTENTS = frozenset({"new_claim", "refund_request"})
 FINISHED = frozenset({"closed", "refused", "paid"})
 #: Below this, the claim type guessed from a message is no evidence of another event.
 ANOTHER_EVENT_CONFIDENCE = 0.5
+#: Days an SMS reply is taken to answer our last SMS about a dossier.
+SMS_CONVERSATION_DAYS = 30
 _REFERENCE_ATTEMPTS = 5
 _DEFAULT_REGION = "FR"  # the back office's country: national numbers are French ones
 
@@ -222,6 +224,8 @@ async def match_dossier(
 async def _decide(
     session: AsyncSession, contact: Contact, policy: MatchPolicy, event: EventFacts | None
 ) -> _Decision:
+    if contact.dossier_hint:
+        return await _label_rule(session, contact)
     by_reference, not_found = await _reference_rule(session, contact)
     if by_reference is not None:
         return by_reference
@@ -245,6 +249,16 @@ def _reference_places(contact: Contact) -> dict[str, str]:
     for ref in find_references(str(contact.entities.get("dossier_ref") or "")):
         found.setdefault(ref, "classified entities")
     return found
+
+
+async def _label_rule(session: AsyncSession, contact: Contact) -> _Decision:
+    """Rule 0: the dossier a person labelled the contact with (a GED index sidecar) wins over
+    every machine rule; a label naming no dossier goes to a person, never to a guess."""
+    ref = contact.dossier_hint
+    dossier = await session.scalar(select(Dossier).where(Dossier.ref == ref))
+    if dossier is None:
+        return _Decision("label not found", review=f"labelled dossier {ref} does not exist")
+    return _Decision(f"labelled {ref} by {contact.sender or 'a person'}", dossier)
 
 
 async def _reference_rule(
@@ -288,10 +302,13 @@ async def _reference_rule(
 async def _thread_rule(
     session: AsyncSession, contact: Contact, policy: MatchPolicy
 ) -> _Decision | None:
-    """Rule 2: a reply to one of our messages, by its Message-ID or our Reply-To token."""
+    """Rule 2: a reply to one of our messages, by its Message-ID or our Reply-To token; on SMS
+    and chat, the conversation the message continues."""
+    if contact.channel == "sms":
+        return await _sms_conversation(session, contact, policy)
+    if contact.channel == "chat":
+        return await _chat_conversation(session, contact)
     if contact.channel != "email":
-        # Hook for SMS and chat: their conversations (Twilio conversation, chat session) will
-        # name the dossier here once those channels record one.
         return None
     replied = [i for i in (contact.in_reply_to, *reversed(contact.references)) if i]
     for message_id in dict.fromkeys(replied):
@@ -315,6 +332,60 @@ async def _thread_rule(
         if dossier is not None:
             return _Decision(f"thread: reply-to token {token}", dossier)
     return None
+
+
+async def _sms_conversation(
+    session: AsyncSession, contact: Contact, policy: MatchPolicy
+) -> _Decision | None:
+    """An SMS answering ours: the latest SMS we sent this number about a dossier, recently.
+
+    SMS has no threading header; a person answers the last message they got, so that is the
+    conversation, within a window after which an old dossier is no longer assumed.
+    """
+    since = datetime.combine(
+        policy.today - timedelta(days=SMS_CONVERSATION_DAYS), time.min, tzinfo=UTC
+    )
+    ours = await session.scalar(
+        select(OutboundMessage)
+        .where(
+            OutboundMessage.channel == "sms",
+            OutboundMessage.recipient == contact.sender,
+            OutboundMessage.dossier_id.is_not(None),
+            OutboundMessage.status == "sent",
+            OutboundMessage.created_at >= since,
+        )
+        .order_by(OutboundMessage.id.desc())
+        .limit(1)
+    )
+    dossier = await _dossier_of(session, ours)
+    if ours is None or dossier is None:
+        return None
+    rule = f"thread: SMS conversation, our message {ours.id} about {dossier.ref}"
+    return _Decision(rule, dossier)
+
+
+async def _chat_conversation(session: AsyncSession, contact: Contact) -> _Decision | None:
+    """A chat message continues its conversation: the dossier of its earlier messages."""
+    conversation, sep, _ = contact.natural_key.partition(":")
+    if not sep:
+        return None
+    earlier = await session.scalar(
+        select(Contact)
+        .where(
+            Contact.channel == "chat",
+            Contact.natural_key.startswith(f"{conversation}:", autoescape=True),
+            Contact.dossier_id.is_not(None),
+            Contact.id != contact.id,
+        )
+        .order_by(Contact.id.desc())
+        .limit(1)
+    )
+    if earlier is None or earlier.dossier_id is None:
+        return None
+    dossier = await session.get(Dossier, earlier.dossier_id)
+    if dossier is None:
+        return None
+    return _Decision(f"thread: chat conversation {conversation} about {dossier.ref}", dossier)
 
 
 def _message_id_starts(session: AsyncSession, prefix: str) -> ColumnElement[bool]:

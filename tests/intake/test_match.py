@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +15,7 @@ from guichet.settings import PROJECT_ROOT
 from intake.coverage import load_claim_types
 from intake.dossiers import (
     OPENING_INTENTS,
+    SMS_CONVERSATION_DAYS,
     MatchPolicy,
     beneficiaries_for,
     match_dossier,
@@ -355,6 +356,68 @@ async def test_token_of_another_domain_or_unknown_token_does_not_match(demo_stor
     )
     contact = await _match(demo_store, contact_id)
     assert contact.dossier_id is None and contact.status == "needs_review"
+
+
+async def _our_sms(store: Store, number: str, ref: str, status: str, created: datetime) -> None:
+    async with store.sessions() as session, session.begin():
+        session.add(
+            OutboundMessage(
+                idempotency_key=f"sms-{number}-{status}-{created.isoformat()}",
+                dossier_id=await session.scalar(select(Dossier.id).where(Dossier.ref == ref)),
+                purpose="missing_documents",
+                template="sms/fr/missing_documents",
+                channel="sms",
+                language="fr",
+                recipient=number,
+                status=status,
+                created_at=created,
+            )
+        )
+
+
+async def test_sms_answering_our_last_sms_follows_that_conversation(demo_store: Store) -> None:
+    # A number we do not know (a relative's phone): only the conversation ties it to a dossier.
+    number = "+33700000001"
+    recent = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    await _our_sms(demo_store, number, "AS-2026-000001", "sent", recent - timedelta(days=2))
+    await _our_sms(demo_store, number, "AS-2026-000002", "sent", recent)
+    # Neither a reply that never left nor one to another number is a conversation.
+    await _our_sms(demo_store, number, "AS-2026-000001", "cancelled", recent + timedelta(hours=1))
+    await _our_sms(demo_store, "+33700000002", "AS-2026-000001", "sent", recent)
+    contact = await _match(demo_store, await _contact(demo_store, number, "voici", channel="sms"))
+    assert contact.dossier is not None and contact.dossier.ref == "AS-2026-000002"
+    assert contact.match_rule is not None
+    assert contact.match_rule.startswith("thread: SMS conversation, our message ")
+
+
+async def test_sms_conversation_ends_after_its_window(demo_store: Store) -> None:
+    number = "+33700000003"
+    old = datetime(2026, 12, 1, tzinfo=UTC) - timedelta(days=SMS_CONVERSATION_DAYS + 1)
+    await _our_sms(demo_store, number, "AS-2026-000002", "sent", old)
+    contact = await _match(demo_store, await _contact(demo_store, number, "voici", channel="sms"))
+    assert contact.dossier_id is None and contact.status == "needs_review"
+
+
+async def test_chat_message_continues_its_conversation_dossier(demo_store: Store) -> None:
+    async def chat(key: str, text: str) -> int:
+        accepted = await demo_store.accept_contact(
+            # The visitor gave her email in the pre-chat form: she is party to her dossier.
+            InboundContact(channel="chat", natural_key=key, sender=AMINA, text=text),
+            text.encode(),
+        )
+        async with demo_store.sessions() as session, session.begin():
+            contact = await session.get_one(Contact, accepted.contact_id)
+            contact.status, contact.intent, contact.intent_confidence = "processing", "other", 0.9
+        return accepted.contact_id
+
+    first = await chat("c_7f3a:m1", "Bonjour, dossier AS-2026-000002")
+    _attached(await _match(demo_store, first), "AS-2026-000002", "reference AS-2026-000002 in body")
+    # Another conversation whose id shares a prefix must not count.
+    await chat("c_7f3:m1", "autre conversation")
+    later = await _match(demo_store, await chat("c_7f3a:m2", "et voici la photo"))
+    _attached(later, "AS-2026-000002", "thread: chat conversation c_7f3a about AS-2026-000002")
+    stranger = await _match(demo_store, await chat("c_other:m1", "bonjour"))
+    assert stranger.dossier_id is None
 
 
 # --------------------------------------------------------------------------- rule 3: sender
