@@ -40,7 +40,7 @@ class Adapter(Protocol):
 
     name: str
 
-    def routes(self) -> Sequence[web.RouteDef]:
+    def routes(self) -> Sequence[web.AbstractRouteDef]:
         """HTTP routes to mount on the service's application (none for a pure poller)."""
         ...
 

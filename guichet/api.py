@@ -9,6 +9,7 @@ from aiohttp import web
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import selectinload
 
+from guichet.access import Access
 from models.store import Store
 from models.tables import AuditEvent, Contact, Dossier, OutboundMessage
 from responders.outbox import NotHeld, approve, reject
@@ -362,9 +363,15 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/outbox/{id}/reject", reject_reply)
 
 
-def create_app(store: Store, channel_routes: Sequence[web.RouteDef] = ()) -> web.Application:
-    app = web.Application()
+def create_app(
+    store: Store,
+    channel_routes: Sequence[web.AbstractRouteDef] = (),
+    access: Access | None = None,
+) -> web.Application:
+    app = web.Application(middlewares=[access.middleware] if access else [])
     app[STORE] = store
     add_routes(app)
     app.router.add_routes(channel_routes)
+    if access is not None:
+        app.router.add_routes(access.routes())
     return app
