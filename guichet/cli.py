@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import sys
@@ -13,8 +14,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from channels.email_smtp import ingest_email
+from channels.ged import DossierNotFound, export_dossier
 from classifiers.corpus import CorpusError, read_corpus, split
 from classifiers.qualify import Qualifier
+from guichet import auth
 from guichet.classify import (
     FileClassifier,
     Reader,
@@ -31,6 +34,9 @@ from models import migrate
 from models.corrections import export_corpus
 from models.reference import ReferenceDataError, load_reference_data, read_reference_file
 from models.store import Envelope
+
+#: The demo's gestionnaire account (password = name), created only by `guichet demo`.
+DEMO_USER = "demo"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,7 +102,104 @@ def _parser() -> argparse.ArgumentParser:
         "export", help="write the corrections as a corpus folder for `guichet train`"
     )
     export_cmd.add_argument("folder", type=Path)
+
+    user_cmd = commands.add_parser("user", help="gestionnaire accounts")
+    user_actions = user_cmd.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("add", "create an account"),
+        ("passwd", "set a new password (ends the user's open sessions)"),
+        ("disable", "disable an account, its sessions and its API tokens"),
+    ):
+        action_cmd = user_actions.add_parser(action, help=text)
+        action_cmd.add_argument("username")
+        if action != "disable":
+            action_cmd.add_argument(
+                "--password-stdin", action="store_true", help="read the password from stdin"
+            )
+        if action == "add":
+            action_cmd.add_argument("--role", choices=auth.ROLES, default="gestionnaire")
+            action_cmd.add_argument("--name", default="", help="name shown in the inbox")
+    token_cmd = commands.add_parser("token", help="API tokens for integrations")
+    token_actions = token_cmd.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create_cmd = token_actions.add_parser("create", help="print a new token for USER")
+    create_cmd.add_argument("username")
+    create_cmd.add_argument("--label", default="", help="what the token is for")
+
+    ged_cmd = commands.add_parser(
+        "ged-export", help="write a dossier's documents and metadata to the GED export folder"
+    )
+    ged_cmd.add_argument("ref", help="dossier reference, e.g. AS-2026-000001")
     return parser
+
+
+async def _ged_export(settings: Settings, ref: str) -> int:
+    migrate.upgrade(settings.effective_database_url)
+    store = open_store(settings)
+    try:
+        written = await export_dossier(store, settings.folder(settings.ged_export), ref=ref)
+    except DossierNotFound:
+        print(f"guichet: no dossier {ref}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    for path in written:
+        print(path)
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise auth.AccessError("the two passwords differ")
+    return first
+
+
+async def _accounts(settings: Settings, args: argparse.Namespace) -> None:
+    """``guichet user …`` and ``guichet token create``; raises AccessError with the reason."""
+    password = None
+    if args.command == "user" and args.user_command in ("add", "passwd"):
+        password = _read_password(args.password_stdin)
+    migrate.upgrade(settings.effective_database_url)
+    store = open_store(settings)
+    try:
+        async with store.sessions() as session, session.begin():
+            if args.command == "token":
+                print(await auth.create_token(session, args.username, label=args.label))
+            elif args.user_command == "add":
+                assert password is not None
+                user = await auth.add_user(
+                    session, args.username, password, role=args.role, display_name=args.name
+                )
+                print(f"user {user.username} added ({user.role})")
+            elif args.user_command == "passwd":
+                assert password is not None
+                await auth.set_password(session, args.username, password)
+                print(f"password of {args.username} changed; their sessions are closed")
+            else:
+                await auth.disable_user(session, args.username)
+                print(f"user {args.username} disabled")
+    finally:
+        await store.close()
+
+
+async def _demo(settings: Settings) -> None:
+    await _load(settings, settings.config_dir / "demo.toml")
+    store = open_store(settings)
+    try:
+        async with store.sessions() as session, session.begin():
+            # Only the demo has this account: a real deployment starts with none.
+            if await auth.check_password(session, DEMO_USER, DEMO_USER) is None:
+                try:
+                    await auth.add_user(
+                        session, DEMO_USER, DEMO_USER, display_name="Démo", actor="demo"
+                    )
+                    print(f"user {DEMO_USER} (password {DEMO_USER}) added")
+                except auth.AccessError as exc:
+                    print(f"guichet: demo user not added: {exc}", file=sys.stderr)
+    finally:
+        await store.close()
 
 
 async def _export_corrections(settings: Settings, folder: Path) -> None:
@@ -219,7 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             migrate.upgrade(settings.effective_database_url)
             print("database is at the latest schema")
         elif args.command == "demo":
-            asyncio.run(_load(settings, settings.config_dir / "demo.toml"))
+            asyncio.run(_demo(settings))
+        elif args.command in ("user", "token"):
+            asyncio.run(_accounts(settings, args))
         elif args.command == "load":
             asyncio.run(_load(settings, args.file))
         elif args.command == "ingest":
@@ -228,9 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_train(settings, args.corpora, args.holdout, args.out))
         elif args.command == "corrections":
             asyncio.run(_export_corrections(settings, args.folder))
+        elif args.command == "ged-export":
+            return asyncio.run(_ged_export(settings, args.ref))
         elif args.command in ("eval", "classify"):
             return asyncio.run(_classify_or_eval(settings, args))
-    except (ReferenceDataError, CorpusError) as exc:
+    except (ReferenceDataError, CorpusError, auth.AccessError) as exc:
         print(f"guichet: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

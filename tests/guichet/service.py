@@ -43,10 +43,11 @@ class GuichetProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = home / "serve.log"
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "guichet.cli", *args],
             env=self.env,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=300,

@@ -25,9 +25,33 @@ def test_db_upgrade_and_demo_are_idempotent(tmp_path: Path) -> None:
     assert (tmp_path / "home" / "guichet.sqlite3").exists()
     first = guichet.cli("demo")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "demo.toml: 14 created, 0 already there"
+    assert first.stdout.splitlines() == [
+        "demo.toml: 14 created, 0 already there",
+        "user demo (password demo) added",
+    ]
     second = guichet.cli("demo")
     assert second.stdout.strip() == "demo.toml: 0 created, 14 already there"
+
+
+def test_user_and_token_commands(tmp_path: Path) -> None:
+    guichet = GuichetProcess(tmp_path / "home", relay_port=25)
+    added = guichet.cli(
+        "user", "add", "lea", "--role", "superviseur", "--password-stdin", stdin="s3cret pass\n"
+    )
+    assert (added.returncode, added.stdout.strip()) == (0, "user lea added (superviseur)")
+    again = guichet.cli("user", "add", "lea", "--password-stdin", stdin="another one\n")
+    assert again.returncode == 2 and "user 'lea' already exists" in again.stderr
+    short = guichet.cli("user", "add", "marc", "--password-stdin", stdin="abc\n")
+    assert short.returncode == 2 and "password too short" in short.stderr
+    token = guichet.cli("token", "create", "lea", "--label", "crm")
+    assert token.returncode == 0 and token.stdout.startswith("gch_")
+    changed = guichet.cli("user", "passwd", "lea", "--password-stdin", stdin="new pass\n")
+    assert changed.returncode == 0, changed.stderr
+    assert guichet.cli("user", "disable", "lea").stdout.strip() == "user lea disabled"
+    refused = guichet.cli("token", "create", "lea")
+    assert refused.returncode == 2 and "disabled" in refused.stderr
+    ghost = guichet.cli("user", "disable", "ghost")
+    assert ghost.returncode == 2 and "no user 'ghost'" in ghost.stderr
 
 
 def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
