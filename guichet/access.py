@@ -23,6 +23,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Reached by the outside world without a login: channel webhooks and the chat (each checks
 #: its own credentials: Twilio's signature, the chat token), the health check, the login page.
 PUBLIC = ("/login", "/healthz", "/channels/", "/chat", "/static/")
+#: Channel endpoints that are not public all the same: providers post EDI with an API token.
+PRIVATE_CHANNELS = ("/channels/edi",)
 #: Path prefixes and the least role that may use them.
 ROLE_PREFIXES: Mapping[str, str] = {"/admin/": "admin", "/api/admin/": "admin"}
 
@@ -63,10 +65,10 @@ def language(request: web.Request) -> str:
 
 def identity(request: web.Request) -> auth.Identity:
     """The caller, set by the middleware on every non-public route."""
-    found = request.get(IDENTITY)
-    if found is None:
-        raise web.HTTPUnauthorized(text="authentication required")
-    return found
+    try:
+        return request[IDENTITY]
+    except KeyError:
+        raise web.HTTPUnauthorized(text="authentication required") from None
 
 
 def require(request: web.Request, role: str) -> auth.Identity:
@@ -102,7 +104,7 @@ class Access:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if auth.any_of(PUBLIC, request.path):
+        if auth.any_of(PUBLIC, request.path) and not auth.any_of(PRIVATE_CHANNELS, request.path):
             return await handler(request)
         who = await self._identify(request)
         if who is None:

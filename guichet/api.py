@@ -9,7 +9,7 @@ from aiohttp import web
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import selectinload
 
-from guichet.access import Access
+from guichet.access import Access, identity
 from models.store import Store
 from models.tables import AuditEvent, Contact, Dossier, OutboundMessage
 from responders.outbox import NotHeld, approve, reject
@@ -312,8 +312,8 @@ async def _decide_reply(request: web.Request, approved: bool) -> web.Response:
             raise _bad_request("body must be JSON") from None
         if not isinstance(body, dict):
             raise _bad_request("body must be a JSON object")
-    # Until authentication comes, the gestionnaire names themself.
-    by = str(body.get("by") or "gestionnaire")[:100]
+    # The decision is the caller's: the name comes from their session or token, never the body.
+    by = identity(request).username
     async with request.app[STORE].sessions() as session, session.begin():
         message = await session.scalar(
             select(OutboundMessage).where(OutboundMessage.id == int(raw_id)).with_for_update()

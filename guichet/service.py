@@ -14,11 +14,13 @@ from channels.delivery import OutboxDelivery
 from channels.email_out import SmtpRelaySender
 from channels.email_smtp import SmtpIntake, smtp_factory
 from classifiers.qualify import Qualifier
+from guichet.access import Access
 from guichet.api import create_app
 from guichet.settings import Settings, SettingsError
 from guichet.wiring import ChannelParts, build_channels
 from intake.coverage import load_claim_types, load_rates
 from intake.evaluate import ReferenceRules
+from intake.invoices import load_tariffs
 from intake.pipeline import ContactPipeline, IntakeContext
 from intake.reading import OcrPool, ReadingLimits
 from intake.runner import JobHandler, JobRunner, RetryPolicy
@@ -99,6 +101,7 @@ def build_runner(
             doc_threshold=settings.review_threshold_doc_type,
         ),
         replies=reply_policy(settings),
+        tariffs=load_tariffs(settings.config_dir / "tariffs.toml"),
     )
     relay_host, relay_port = settings.relay_address
     channels = channels or ChannelParts()
@@ -139,7 +142,10 @@ class Service:
         s = self.settings
         await asyncio.to_thread(migrate.upgrade, s.effective_database_url)
         routes = [route for adapter in self.channels.adapters for route in adapter.routes()]
-        self._http = web.AppRunner(create_app(self.store, routes), access_log=None)
+        access = Access(
+            self.store, s.templates_dir, secure_cookies=s.public_url.startswith("https://")
+        )
+        self._http = web.AppRunner(create_app(self.store, routes, access), access_log=None)
         await self._http.setup()
         await web.TCPSite(self._http, s.http_host, s.http_port).start()
         intake = SmtpIntake(self.store, s.mail_domains, on_accepted=lambda _: self.runner.wake())

@@ -16,6 +16,7 @@ from intake.children import ChildFile
 from intake.coverage import ClaimType
 from intake.dossiers import OPENING_INTENTS, MatchPolicy, match_dossier, read_event
 from intake.evaluate import ReferenceRules, evaluate
+from intake.invoices import Tariffs, check_invoices
 from intake.reading import OcrPool, Reading, ReadingLimits, read_document
 from intake.understand import Understanding, classify
 from models.clock import utcnow
@@ -46,6 +47,8 @@ class IntakeContext:
     understanding: Understanding
     rules: ReferenceRules
     replies: decide.ReplyPolicy = field(default_factory=decide.ReplyPolicy)
+    #: Negotiated provider tariffs (config/tariffs.toml) for the EDI invoice check.
+    tariffs: Tariffs = field(default_factory=Tariffs)
 
     @property
     def claim_types(self) -> dict[str, ClaimType]:
@@ -327,10 +330,15 @@ async def understand(ctx: IntakeContext, contact_id: int) -> None:
     await classify(ctx.store, ctx.understanding, contact_id, following("classify"))
 
 
+async def check_provider_invoices(ctx: IntakeContext, contact_id: int) -> None:
+    await check_invoices(ctx.store, ctx.tariffs, contact_id, following("invoices"))
+
+
 #: The pipeline as data: step name to step, in order (Mailman's pipelines are tuples too).
 STEPS: dict[str, Step] = {
     "extract": extract,
     "classify": understand,
+    "invoices": check_provider_invoices,
     "match": match,
     "evaluate": evaluate_dossier,
     "respond": respond,

@@ -49,6 +49,10 @@ async def classify(
         if contact is None:
             raise LookupError(f"contact {contact_id} does not exist")
         documents = [(d.id, d.text) for d in contact.documents]
+        is_edi = contact.channel == "edi"
+    if is_edi:
+        await _edi_is_provider_invoice(store, contact_id, next_step)
+        return
     # CPU-bound (models, spaCy): off the event loop so SMTP and HTTP stay responsive.
     message, qualified = await asyncio.to_thread(
         _qualify, understanding, contact, [text for _, text in documents]
@@ -72,11 +76,14 @@ async def classify(
         for (document_id, _), result in zip(documents, qualified, strict=True):
             document = by_id[document_id]
             document.language = result.language if document.text else None
-            document.doc_type = result.label
-            document.doc_type_confidence = result.confidence
+            # A person's label (GED index sidecar) wins: the machine does not second-guess it.
+            labelled = document.doc_type_hint
+            document.doc_type = labelled or result.label
+            document.doc_type_confidence = 1.0 if labelled else result.confidence
             document.entities = result.entities
             if (
-                result.confidence is not None
+                not labelled
+                and result.confidence is not None
                 and result.confidence < understanding.doc_type_threshold
             ):
                 doubts.append(
@@ -96,9 +103,25 @@ async def classify(
                 "intent": message.label,
                 "confidence": message.confidence,
                 "rule": message.rule,
-                "documents": {
-                    str(d): r.label for (d, _), r in zip(documents, qualified, strict=True)
-                },
+                "documents": {str(d): by_id[d].doc_type for d, _ in documents},
             },
+        )
+        contact.step = next_step
+
+
+async def _edi_is_provider_invoice(store: Store, contact_id: int, next_step: str) -> None:
+    """An EDIFACT interchange is a provider invoice by construction, not prose to classify:
+    its facts come from its segments (the invoices step), never from the text models."""
+    async with store.sessions() as session, session.begin():
+        contact = await session.get_one(Contact, contact_id)
+        contact.intent = "provider_invoice"
+        contact.intent_confidence = 1.0
+        audit(
+            session,
+            "intake:classify",
+            "contact.classified",
+            "contact",
+            contact.id,
+            after={"intent": "provider_invoice", "confidence": 1.0, "rule": "EDI channel"},
         )
         contact.step = next_step

@@ -24,6 +24,8 @@ class InboundAttachment:
     content: bytes
     inline: bool = False
     content_id: str | None = None
+    #: The document type a person labelled it with (a GED index sidecar): wins over the machine.
+    doc_type_hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,3 +52,6 @@ class InboundContact:
     automatic_reason: str | None = None
     attachments: tuple[InboundAttachment, ...] = ()
     defects: tuple[str, ...] = field(default_factory=tuple)
+    #: The dossier reference a person labelled it with (a GED index sidecar): wins over the
+    #: machine's matching rules.
+    dossier_hint: str | None = None

@@ -14,6 +14,8 @@ from models.tables import Job
 #: Job kinds: a contact walking through intake, and one outbound message to deliver.
 CONTACT_JOB = "contact"
 DELIVER_JOB = "deliver"
+#: Writing a closed dossier's documents to the GED export folder (channels/ged.py).
+GED_EXPORT_JOB = "ged_export"
 
 
 @dataclass(frozen=True)

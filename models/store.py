@@ -85,9 +85,16 @@ class Store:
         await self.engine.dispose()
 
     async def accept_contact(
-        self, inbound: InboundContact, raw: bytes, envelope: Envelope | None = None
+        self,
+        inbound: InboundContact,
+        raw: bytes,
+        envelope: Envelope | None = None,
+        first_job: str = CONTACT_JOB,
     ) -> Accepted:
         """Persist raw bytes, attachments and the normalised contact, then say it is safe.
+
+        ``first_job`` is the kind of job enqueued with the contact: intake by default, or a
+        step that must come before it (fetching MMS media), which enqueues intake when done.
 
         Blobs are fsync'd first and the rows committed after, so once this returns the
         transport may acknowledge (DESIGN rule 1). A second copy of a known natural key only
@@ -99,7 +106,9 @@ class Store:
         raw_digest, attachment_digests = await asyncio.to_thread(self._put_blobs, inbound, raw)
         for attempt in range(2):
             try:
-                return await self._insert_contact(inbound, raw_digest, attachment_digests, envelope)
+                return await self._insert_contact(
+                    inbound, raw_digest, attachment_digests, envelope, first_job
+                )
             except IntegrityError:
                 # Another delivery of the same message won the race; the next pass records
                 # this one as its duplicate.
@@ -116,6 +125,7 @@ class Store:
         raw_digest: str,
         attachment_digests: list[str],
         envelope: Envelope,
+        first_job: str,
     ) -> Accepted:
         async with self.sessions() as session, session.begin():
             existing = await session.scalar(
@@ -131,7 +141,7 @@ class Store:
             session.add(contact)
             await session.flush()
             session.add(envelope.delivery(contact.id, raw_digest, duplicate=False))
-            jobs.enqueue(session, CONTACT_JOB, contact.id)
+            jobs.enqueue(session, first_job, contact.id)
             audit(
                 session,
                 f"channel:{inbound.channel}",
@@ -163,6 +173,7 @@ class Store:
             raw_sha256=raw_digest,
             automatic_reason=inbound.automatic_reason,
             defects=list(inbound.defects),
+            dossier_hint=inbound.dossier_hint,
             status="received",
             step=FIRST_STEP,
         )
@@ -172,6 +183,7 @@ class Store:
                 filename=attachment.filename,
                 declared_type=attachment.declared_type,
                 inline=attachment.inline,
+                doc_type_hint=attachment.doc_type_hint,
                 sha256=digest,
                 size=len(attachment.content),
                 status="pending",

@@ -186,6 +186,8 @@ class Contact(Base):
     dossier_id: Mapped[int | None] = mapped_column(ForeignKey("dossier.id"), index=True)
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
     duplicate_count: Mapped[int] = mapped_column(default=0)
+    # A person's label from the channel (GED sidecar; migration 0011): matching obeys it.
+    dossier_hint: Mapped[str | None] = mapped_column(String(20))
 
     dossier: Mapped[Dossier | None] = relationship()
     documents: Mapped[list[Document]] = relationship(
@@ -234,6 +236,8 @@ class Document(Base):
     language: Mapped[str | None] = mapped_column(String(5))
     doc_type: Mapped[str | None] = mapped_column(String(40))
     doc_type_confidence: Mapped[float | None]
+    # A person's label from the channel (GED sidecar; migration 0011): classify obeys it.
+    doc_type_hint: Mapped[str | None] = mapped_column(String(40))
     entities: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     reason: Mapped[str | None] = mapped_column(Text)
@@ -353,10 +357,175 @@ class TrainingExample(Base):
 
 # --- IMAP mailboxes (channels/email_imap.py; migration 0007) ---
 
+
+class ImapFolderState(Base):
+    """How far one IMAP folder has been read: the last UID taken under its UIDVALIDITY."""
+
+    __tablename__ = "imap_folder_state"
+
+    mailbox: Mapped[str] = mapped_column(String(100), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(500), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ImapRefusedMail(Base):
+    """A mail left on the server because it could not be fetched or was too big; recorded once."""
+
+    __tablename__ = "imap_refused_mail"
+
+    mailbox: Mapped[str] = mapped_column(String(100), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(500), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # --- SMS and MMS through Twilio (channels/twilio_sms.py; migration 0008) ---
+
+
+class SmsOptOut(Base):
+    """Whether a phone number said STOP (or START since): no automatic SMS goes to it while
+    ``opted_out``. One row per number; every change is also an audit event."""
+
+    __tablename__ = "sms_opt_out"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(32), unique=True)
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=True)
+    keyword: Mapped[str] = mapped_column(String(40))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The inbound SMS that made the change: a retried older keyword never undoes a newer one.
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
+
 
 # --- Web chat (channels/chat.py; migration 0009) ---
 
+
+class ChatConversation(Base):
+    """A web chat conversation. The browser keeps its token; only the token's sha256 is kept
+    here, so reading the database is not enough to take over a visitor's conversation."""
+
+    __tablename__ = "chat_conversation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    visitor_name: Mapped[str] = mapped_column(String(200), default="")
+    visitor_email: Mapped[str] = mapped_column(String(320), default="")
+    visitor_phone: Mapped[str] = mapped_column(String(40), default="")
+    language: Mapped[str] = mapped_column(String(5), default="fr")
+    peer: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ChatReply(Base):
+    """A reply recorded for a conversation: pushed to open windows, replayed on resume."""
+
+    __tablename__ = "chat_reply"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("chat_conversation.id"), index=True)
+    outbound_message_id: Mapped[int] = mapped_column(ForeignKey("outbound_message.id"), unique=True)
+    text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # --- EDI from providers (channels/edi.py; migration 0010) ---
 
+
+class EdiInterchange(Base):
+    """One UN/EDIFACT interchange as received, its syntax verdict and the CONTRL sent back."""
+
+    __tablename__ = "edi_interchange"
+    __table_args__ = (UniqueConstraint("sender", "reference"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id"), unique=True)
+    sender: Mapped[str] = mapped_column(String(35))
+    recipient: Mapped[str] = mapped_column(String(35))
+    reference: Mapped[str] = mapped_column(String(35))
+    #: accepted, partly_accepted (some messages rejected) or rejected.
+    status: Mapped[str] = mapped_column(String(20))
+    error_code: Mapped[str | None] = mapped_column(String(3))
+    error: Mapped[str | None] = mapped_column(Text)
+    error_segment: Mapped[str | None] = mapped_column(String(10))
+    error_position: Mapped[int | None]
+    messages: Mapped[int] = mapped_column(default=0)
+    contrl_file: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProviderInvoice(Base):
+    """One INVOIC message: what the provider billed, and how it compares with the tariffs."""
+
+    __tablename__ = "provider_invoice"
+    __table_args__ = (
+        UniqueConstraint("interchange_id", "message_ref"),
+        Index("ix_provider_invoice_number", "provider_id", "number"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id"), index=True)
+    interchange_id: Mapped[int] = mapped_column(ForeignKey("edi_interchange.id"))
+    message_ref: Mapped[str] = mapped_column(String(35))
+    provider_id: Mapped[str] = mapped_column(String(35), default="")
+    provider_name: Mapped[str] = mapped_column(String(200), default="")
+    number: Mapped[str] = mapped_column(String(35), default="")
+    invoice_date: Mapped[date | None]
+    service_date: Mapped[date | None]
+    dossier_ref: Mapped[str] = mapped_column(String(40), default="")
+    dossier_id: Mapped[int | None] = mapped_column(ForeignKey("dossier.id"), index=True)
+    currency: Mapped[str] = mapped_column(String(3), default="")
+    #: Each line: number, service, description, quantity, unit, unit_price, amount, vat_rate
+    #: (amounts as decimal strings, never floats).
+    lines: Mapped[list[Any]] = mapped_column(default=list)
+    total_lines: Mapped[Decimal | None]
+    taxable: Mapped[Decimal | None]
+    vat: Mapped[Decimal | None]
+    total: Mapped[Decimal | None]
+    #: received (not checked yet), rejected (syntax), valid or to_review.
+    status: Mapped[str] = mapped_column(String(20), default="received")
+    error: Mapped[str | None] = mapped_column(Text)
+    #: Each gap: code and reason (and the line it concerns, when it is about one line).
+    gaps: Mapped[list[Any]] = mapped_column(default=list)
+    checked_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # --- GED drops and exports (channels/ged.py; migration 0011) ---
+
+
+# --- Access: sessions and API tokens (guichet/auth.py; migration 0012) ---
+
+
+class WebSession(Base):
+    """A gestionnaire's login: the browser keeps a random token, the store only its digest."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    #: Every unsafe request of this session must echo it (form field or header).
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A token for an integration, sent as ``Authorization: Bearer``; shown once, kept hashed."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

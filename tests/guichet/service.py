@@ -14,6 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from guichet import auth
+from guichet.settings import load_settings
+from models import migrate
+from models.store import Store
+from models.tables import User
 from tests.conftest import free_port
 
 DOMAIN = "guichet.localhost"
@@ -41,6 +48,7 @@ class GuichetProcess:
             **(extra_env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self.token = ""
         self.log = home / "serve.log"
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -54,8 +62,26 @@ class GuichetProcess:
             check=False,
         )
 
+    async def _ensure_token(self) -> None:
+        """An admin account and its API token, made once in the service's own database: every
+        API route is behind the login, as in production."""
+        if self.token:
+            return
+        settings = load_settings(environ=self.env)
+        await asyncio.to_thread(migrate.upgrade, settings.effective_database_url)
+        store = Store.open(settings.effective_database_url, settings.blob_dir)
+        try:
+            async with store.sessions() as session, session.begin():
+                known = await session.scalar(select(User.id).where(User.username == "tester"))
+                if known is None:
+                    await auth.add_user(session, "tester", "tester password", role="admin")
+                self.token = await auth.create_token(session, "tester", label="tests")
+        finally:
+            await store.close()
+
     async def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        await self._ensure_token()
         with self.log.open("ab") as log:
             # Popen only forks; the waiting happens below, asynchronously.
             self.process = subprocess.Popen(  # noqa: ASYNC220
@@ -92,7 +118,10 @@ class GuichetProcess:
     async def get(self, path: str) -> Any:
         def fetch() -> Any:
             url = f"http://127.0.0.1:{self.http_port}{path}"
-            with urllib.request.urlopen(url, timeout=10) as response:
+            headers = {"Authorization": f"Bearer {self.token}"}
+            request = urllib.request.Request(url, headers=headers)
+            # A loopback http URL built right here: no scheme from outside to audit.
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
                 return json.loads(response.read())
 
         return await asyncio.to_thread(fetch)

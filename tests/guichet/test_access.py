@@ -38,7 +38,12 @@ async def site(store: Store) -> AsyncIterator[Site]:
         await auth.add_user(session, "lea", "correct horse", display_name="Léa Moreau")
         await auth.add_user(session, "root", "admin pass", role="admin")
     access = Access(store, PROJECT_ROOT / "templates", secure_cookies=False)
-    app = create_app(store, [web.get("/api/admin/ping", _admin_ping)], access)
+    routes = [
+        web.get("/api/admin/ping", _admin_ping),
+        web.post("/channels/edi", _admin_ping),
+        web.post("/channels/twilio/sms", _admin_ping),
+    ]
+    app = create_app(store, routes, access)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -180,6 +185,23 @@ async def test_api_tokens_need_no_csrf_and_die_with_their_user(site: Site) -> No
         client.get(f"{site.url}/api/contacts") as forged,
     ):
         assert forged.status == 401
+
+
+async def test_channel_endpoints_are_public_except_edi_uploads(site: Site) -> None:
+    async with _client() as client:
+        # Twilio's webhook checks its own signature; the door lets it through.
+        async with client.post(f"{site.url}/channels/twilio/sms") as webhook:
+            assert webhook.status == 200
+        # Providers post invoices with an API token of theirs.
+        async with client.post(f"{site.url}/channels/edi", data=b"UNA") as anonymous:
+            assert anonymous.status == 401
+    async with site.store.sessions() as session, session.begin():
+        token = await auth.create_token(session, "lea", label="provider 62912910111069")
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as client,
+        client.post(f"{site.url}/channels/edi", data=b"UNA") as upload,
+    ):
+        assert upload.status == 200
 
 
 async def test_admin_routes_are_for_admins_only(site: Site) -> None:

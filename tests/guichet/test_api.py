@@ -4,41 +4,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 from sqlalchemy import select, update
 
-from guichet.api import create_app
 from guichet.settings import PROJECT_ROOT
 from models.inbound import InboundAttachment, InboundContact
 from models.reference import load_reference_data, read_reference_file
 from models.store import Store
 from models.tables import Contact, Dossier
-from tests.conftest import free_port
+from tests.guichet.site import Site, serve_site
 
 
 @pytest.fixture
-async def api(store: Store) -> AsyncIterator[str]:
+async def api(store: Store) -> AsyncIterator[Site]:
     async with store.sessions() as session, session.begin():
         await load_reference_data(
             session, read_reference_file(PROJECT_ROOT / "config" / "demo.toml")
         )
-    runner = web.AppRunner(create_app(store))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-async def _get(url: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as client, client.get(url) as response:
-        return response.status, await response.json()
+    async with serve_site(store) as site:
+        yield site
 
 
 async def _contact(store: Store, n: int, status: str = "received") -> int:
@@ -60,18 +45,18 @@ async def _contact(store: Store, n: int, status: str = "received") -> int:
     return accepted.contact_id
 
 
-async def test_health(api: str) -> None:
-    assert await _get(f"{api}/healthz") == (200, {"status": "ok"})
+async def test_health(api: Site) -> None:
+    assert await api.call("GET", "/healthz") == (200, {"status": "ok"})
 
 
-async def test_contacts_newest_first_paginated_and_filtered(api: str, store: Store) -> None:
+async def test_contacts_newest_first_paginated_and_filtered(api: Site, store: Store) -> None:
     ids = [await _contact(store, n, "failed" if n == 2 else "received") for n in (1, 2, 3)]
-    status, body = await _get(f"{api}/api/contacts?limit=2")
+    status, body = await api.call("GET", "/api/contacts?limit=2")
     assert status == 200
     assert [c["id"] for c in body["contacts"]] == [ids[2], ids[1]]
-    status, body = await _get(f"{api}/api/contacts?limit=2&offset=2")
+    status, body = await api.call("GET", "/api/contacts?limit=2&offset=2")
     assert [c["id"] for c in body["contacts"]] == [ids[0]]
-    status, body = await _get(f"{api}/api/contacts?status=failed")
+    status, body = await api.call("GET", "/api/contacts?status=failed")
     assert [c["id"] for c in body["contacts"]] == [ids[1]]
     first = body["contacts"][0]
     assert set(first) >= {"id", "channel", "status", "intent", "dossier_ref", "sender", "subject"}
@@ -86,27 +71,27 @@ async def test_contacts_newest_first_paginated_and_filtered(api: str, store: Sto
         ("status=lost", "status must be one of"),
     ],
 )
-async def test_bad_parameters_are_400_with_a_reason(api: str, query: str, message: str) -> None:
-    status, body = await _get(f"{api}/api/contacts?{query}")
+async def test_bad_parameters_are_400_with_a_reason(api: Site, query: str, message: str) -> None:
+    status, body = await api.call("GET", f"/api/contacts?{query}")
     assert status == 400
     assert body["error"].startswith(message)
 
 
-async def test_contact_detail_and_not_found(api: str, store: Store) -> None:
+async def test_contact_detail_and_not_found(api: Site, store: Store) -> None:
     contact_id = await _contact(store, 4)
-    status, body = await _get(f"{api}/api/contacts/{contact_id}")
+    status, body = await api.call("GET", f"/api/contacts/{contact_id}")
     assert status == 200
     assert body["id"] == contact_id and body["raw_sha256"] and body["replies"] == []
-    assert (await _get(f"{api}/api/contacts/999999"))[0] == 404
-    assert (await _get(f"{api}/api/contacts/abc"))[0] == 404
+    assert (await api.call("GET", "/api/contacts/999999"))[0] == 404
+    assert (await api.call("GET", "/api/contacts/abc"))[0] == 404
 
 
-async def test_dossier_with_its_contacts(api: str, store: Store) -> None:
+async def test_dossier_with_its_contacts(api: Site, store: Store) -> None:
     contact_id = await _contact(store, 5)
     async with store.sessions() as session, session.begin():
         dossier_id = await session.scalar(select(Dossier.id).where(Dossier.ref == "AS-2026-000001"))
         await session.execute(update(Contact).values(dossier_id=dossier_id))
-    status, body = await _get(f"{api}/api/dossiers/as-2026-000001")
+    status, body = await api.call("GET", "/api/dossiers/as-2026-000001")
     assert status == 200
     assert (body["ref"], body["claim_type"], body["status"], body["contract"]) == (
         "AS-2026-000001",
@@ -120,4 +105,4 @@ async def test_dossier_with_its_contacts(api: str, store: Store) -> None:
         "phones": ["+33612345678"],
     }
     assert [c["id"] for c in body["contacts"]] == [contact_id]
-    assert (await _get(f"{api}/api/dossiers/AS-2026-999999"))[0] == 404
+    assert (await api.call("GET", "/api/dossiers/AS-2026-999999"))[0] == 404

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 from sqlalchemy import select
 
-from guichet.api import create_app
 from intake.reading import OcrPool
 from models.store import Store
 from models.tables import AuditEvent, OutboundMessage
-from tests.conftest import Relay, free_port
+from tests.conftest import Relay
+from tests.guichet.site import Site, serve_site
 from tests.responders.flow import contact_at_respond, load_demo, runner, set_dossier
 from tests.responders.test_decide import REFUSED
 
@@ -27,21 +24,10 @@ def ocr() -> Iterator[OcrPool]:
 
 
 @pytest.fixture
-async def api(store: Store) -> AsyncIterator[str]:
+async def api(store: Store) -> AsyncIterator[Site]:
     await load_demo(store)
-    app_runner = web.AppRunner(create_app(store))
-    await app_runner.setup()
-    port = free_port()
-    await web.TCPSite(app_runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await app_runner.cleanup()
-
-
-async def _call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as client, client.request(method, url, json=body) as r:
-        return r.status, await r.json()
+    async with serve_site(store, [("marie", "gestionnaire"), ("paul", "superviseur")]) as site:
+        yield site
 
 
 async def _held_refusal(store: Store, ocr: OcrPool, relay: Relay, key: str) -> int:
@@ -59,10 +45,10 @@ async def _held_refusal(store: Store, ocr: OcrPool, relay: Relay, key: str) -> i
 
 
 async def test_approve_sends_the_held_refusal(
-    api: str, store: Store, ocr: OcrPool, relay: Relay
+    api: Site, store: Store, ocr: OcrPool, relay: Relay
 ) -> None:
     held = await _held_refusal(store, ocr, relay, "a1@example.org")
-    status, body = await _call("GET", f"{api}/api/outbox?status=held")
+    status, body = await api.call("GET", "/api/outbox?status=held")
     assert status == 200
     assert body["messages"] == [
         body["messages"][0]
@@ -76,16 +62,16 @@ async def test_approve_sends_the_held_refusal(
             "reason": "refusal awaits a gestionnaire's approval",
         }
     ]
-    status, body = await _call("POST", f"{api}/api/outbox/{held}/approve", {"by": "marie"})
+    status, body = await api.call("POST", f"/api/outbox/{held}/approve", user="marie")
     assert (status, body["status"], body["decided_by"]) == (200, "queued", "marie")
     assert body["decided_at"] is not None
     await runner(store, ocr, relay).run_pending()
     subjects = [m["Subject"] for _, m in relay.received]
     assert subjects[-1] == "[AS-2026-000001] Réponse à votre demande de prise en charge"
-    status, body = await _call("GET", f"{api}/api/outbox?status=sent")
+    status, body = await api.call("GET", "/api/outbox?status=sent")
     assert held in [m["id"] for m in body["messages"]]
     # Approved once: a second approval is a conflict, not a second email.
-    status, body = await _call("POST", f"{api}/api/outbox/{held}/approve")
+    status, body = await api.call("POST", f"/api/outbox/{held}/approve")
     assert status == 409 and "not held" in body["error"]
     async with store.sessions() as session:
         event = await session.scalar(
@@ -99,16 +85,16 @@ async def test_approve_sends_the_held_refusal(
 
 
 async def test_reject_keeps_the_refusal_from_leaving(
-    api: str, store: Store, ocr: OcrPool, relay: Relay
+    api: Site, store: Store, ocr: OcrPool, relay: Relay
 ) -> None:
     held = await _held_refusal(store, ocr, relay, "a2@example.org")
-    status, body = await _call(
-        "POST", f"{api}/api/outbox/{held}/reject", {"by": "paul", "note": "pièce reçue"}
+    status, body = await api.call(
+        "POST", f"/api/outbox/{held}/reject", {"note": "pièce reçue"}, user="paul"
     )
     assert (status, body["status"], body["reason"]) == (200, "rejected", "pièce reçue")
     await runner(store, ocr, relay).run_pending()
     assert len(relay.received) == 1  # the acknowledgement only
-    assert (await _call("POST", f"{api}/api/outbox/{held}/approve"))[0] == 409
+    assert (await api.call("POST", f"/api/outbox/{held}/approve"))[0] == 409
     async with store.sessions() as session:
         event = await session.scalar(
             select(AuditEvent).where(AuditEvent.action == "reply.rejected")
@@ -119,11 +105,11 @@ async def test_reject_keeps_the_refusal_from_leaving(
     )
 
 
-async def test_absent_reply_and_bad_status(api: str) -> None:
-    assert (await _call("POST", f"{api}/api/outbox/999/approve"))[0] == 404
-    assert (await _call("POST", f"{api}/api/outbox/abc/reject"))[0] == 404
-    assert (await _call("GET", f"{api}/api/outbox?status=lost"))[0] == 400
-    assert await _call("GET", f"{api}/api/outbox") == (
+async def test_absent_reply_and_bad_status(api: Site) -> None:
+    assert (await api.call("POST", "/api/outbox/999/approve"))[0] == 404
+    assert (await api.call("POST", "/api/outbox/abc/reject"))[0] == 404
+    assert (await api.call("GET", "/api/outbox?status=lost"))[0] == 400
+    assert await api.call("GET", "/api/outbox") == (
         200,
         {"messages": [], "limit": 50, "offset": 0},
     )
