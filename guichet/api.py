@@ -9,7 +9,10 @@ from aiohttp import web
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import selectinload
 
+from guichet import inbox
 from guichet.access import Access, identity
+from guichet.live import LiveFeed
+from guichet.settings import Settings
 from models.store import Store
 from models.tables import AuditEvent, Contact, Dossier, OutboundMessage
 from responders.outbox import NotHeld, approve, reject
@@ -367,10 +370,15 @@ def create_app(
     store: Store,
     channel_routes: Sequence[web.AbstractRouteDef] = (),
     access: Access | None = None,
+    settings: Settings | None = None,
+    live: LiveFeed | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[access.middleware] if access else [])
     app[STORE] = store
     add_routes(app)
+    if access is not None:
+        # The inbox's pages and actions act as the signed-in person: only behind the door.
+        inbox.install(app, store, settings or Settings(), live)
     app.router.add_routes(channel_routes)
     if access is not None:
         app.router.add_routes(access.routes())

@@ -16,6 +16,7 @@ from channels.email_smtp import SmtpIntake, smtp_factory
 from classifiers.qualify import Qualifier
 from guichet.access import Access
 from guichet.api import create_app
+from guichet.live import LiveFeed
 from guichet.settings import Settings, SettingsError
 from guichet.wiring import ChannelParts, build_channels
 from intake.coverage import load_claim_types, load_rates
@@ -131,12 +132,18 @@ class Service:
         self.ocr = OcrPool(settings.ocr_pool_size)
         self.understanding = build_understanding(settings)
         # The adapters wake the workers, which do not exist yet: hence the late lookup.
-        self.channels = build_channels(settings, self.store, lambda: self.runner.wake())
+        self.live = LiveFeed(self.store)
+        self.channels = build_channels(settings, self.store, self._accepted)
         self.runner = build_runner(
             settings, self.store, self.ocr, self.understanding, self.channels
         )
         self._http: web.AppRunner | None = None
         self._smtp: asyncio.Server | None = None
+
+    def _accepted(self) -> None:
+        """A contact was stored: the workers take it up and the open inboxes show it."""
+        self.runner.wake()
+        self.live.poke()
 
     async def start(self, *, workers: bool = True) -> None:
         s = self.settings
@@ -145,10 +152,12 @@ class Service:
         access = Access(
             self.store, s.templates_dir, secure_cookies=s.public_url.startswith("https://")
         )
-        self._http = web.AppRunner(create_app(self.store, routes, access), access_log=None)
+        self._http = web.AppRunner(
+            create_app(self.store, routes, access, s, self.live), access_log=None
+        )
         await self._http.setup()
         await web.TCPSite(self._http, s.http_host, s.http_port).start()
-        intake = SmtpIntake(self.store, s.mail_domains, on_accepted=lambda _: self.runner.wake())
+        intake = SmtpIntake(self.store, s.mail_domains, on_accepted=lambda _: self._accepted())
         loop = asyncio.get_running_loop()
         self._smtp = await loop.create_server(
             smtp_factory(intake, s.reply_domain, s.smtp_max_message_bytes), s.smtp_host, s.smtp_port

@@ -78,6 +78,8 @@ class Settings:
     #: Seconds a dropped file's size and mtime must stay unchanged before it is taken.
     drop_stable_seconds: float = 2.0
     drop_poll_seconds: float = 1.0
+    #: Hours after which a contact not marked done counts as past its service level (inbox).
+    inbox_sla_hours: int = 48
     templates_dir: Path = PROJECT_ROOT / "templates"
     config_dir: Path = PROJECT_ROOT / "config"
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -529,3 +530,43 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+# --- Inbox (guichet/inbox.py; migration 0013) ---
+
+
+class ContactTriage(Base):
+    """A gestionnaire's "done" on a contact: kept beside the contact so that the pipeline's
+    own status (processed, needs review) still says what the machine did."""
+
+    __tablename__ = "contact_triage"
+
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id"), primary_key=True)
+    done_at: Mapped[datetime | None]
+    done_by: Mapped[str | None] = mapped_column(String(100))
+
+# --- Search (guichet/search.py; migration 0014) ---
+
+#: Full-text objects that migration 0014 creates outside these models, one back end each:
+#: SQLite FTS5 tables (kept in sync by triggers; FTS5 keeps shadow tables beside each one) and
+#: PostgreSQL generated tsvector columns with their GIN indexes. The tables cannot declare them
+#: (neither exists on the other back end), so the comparison of migrations with the models
+#: leaves them out through ``managed_by_models``.
+SEARCH_TABLES = frozenset(
+    f"{table}{suffix}"
+    for table in ("search_contact", "search_document")
+    for suffix in ("", "_data", "_idx", "_docsize", "_config")
+)
+SEARCH_COLUMN = "search_vector"
+SEARCH_INDEXES = frozenset({"ix_contact_search_vector", "ix_document_search_vector"})
+
+
+def managed_by_models(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
+    """Alembic's ``include_name`` hook: False for the search objects that live beside the models."""
+    if type_ == "table":
+        return name not in SEARCH_TABLES
+    if type_ == "column":
+        return not (name == SEARCH_COLUMN and parent_names.get("table_name") in ("contact", "document"))
+    if type_ == "index":
+        return name not in SEARCH_INDEXES
+    return True

@@ -132,6 +132,10 @@ async def all_passed_once(adapter: ImapAdapter) -> bool:
     return all(p.passes >= 1 for p in adapter.pollers)
 
 
+async def failures_reach(reader: MailboxPoller, failures: int) -> bool:
+    return reader.failures >= failures
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> float:
     """Seconds until ``check`` holds; fails after ``timeout``."""
     start = time.monotonic()
@@ -525,3 +529,26 @@ async def test_mail_in_an_imap_mailbox_is_processed_by_the_service(
     assert "IMAP mailbox sinistres: mail UID 1 in 'INBOX' stored as contact" in (
         service.log.read_text()
     )
+
+
+@SQLITE_ONLY
+async def test_a_folder_that_cannot_be_opened_does_not_stop_the_others(
+    store: Store, dovecot: Dovecot, poller: MakePoller
+) -> None:
+    dovecot.append(mail("fine@example.org", pdf=False))
+    reader = poller(config(dovecot, folders=["Missing", "INBOX"]))
+    result = await reader.run_once()
+    assert result.stored == 1
+    assert len(result.deferred) == 1 and result.deferred[0].startswith("Missing: cannot open")
+
+
+@SQLITE_ONLY
+async def test_refused_login_is_retried_with_backoff_and_logged(
+    store: Store, dovecot: Dovecot, poller: MakePoller, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = poller(config(dovecot, password="wrong"))
+    await reader.start()
+    await eventually(lambda: failures_reach(reader, 2), timeout=10)
+    assert reader.connections == 0
+    assert "IMAP mailbox claims: LoginError" in caplog.text
+    assert "reconnecting in" in caplog.text

@@ -117,10 +117,13 @@ async def test_migrations_match_the_tables(store: Store) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from models.tables import Base
+    from models.tables import Base, managed_by_models
 
     def diff(connection: object) -> list[object]:
-        context = MigrationContext.configure(connection)  # type: ignore[arg-type]
+        context = MigrationContext.configure(
+            connection,  # type: ignore[arg-type]
+            opts={"include_name": managed_by_models},
+        )
         return list(compare_metadata(context, Base.metadata))
 
     async with store.engine.connect() as conn:

@@ -1,7 +1,7 @@
 """IMAP mailboxes: folder state and refused mails.
 
 Revision ID: 0007
-Revises: 0006
+Revises: 0005
 Create Date: 2026-11-23 23:10:00.000000
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
