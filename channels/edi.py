@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from channels.drops import DropFolder, move_done, move_error
-from models.blobs import BlobStoreError
+from models.blobs import BlobStoreError, write_durably
 from models.clock import utcnow
 from models.inbound import InboundContact
 from models.store import Envelope, Store, audit
@@ -579,12 +578,7 @@ def write_contrl(folder: Path, name: str, content: str, encoding: str = "iso8859
     target = folder / name
     if target.exists():
         return target
-    temporary = folder / f".{name}.tmp"
-    with temporary.open("w", encoding=encoding, errors="replace") as fh:
-        fh.write(content)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temporary, target)
+    write_durably(target, content.encode(encoding, errors="replace"))
     return target
 
 

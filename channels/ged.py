@@ -9,7 +9,6 @@ import logging
 import mimetypes
 import os
 import re
-import tempfile
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from channels.drops import DropFolder, TryLater, move_done, move_error, sidecar_of
+from models.blobs import write_durably
 from models.inbound import InboundAttachment, InboundContact
 from models.jobs import GED_EXPORT_JOB, ClaimedJob
 from models.store import Accepted, Envelope, Store, audit
@@ -267,20 +267,6 @@ async def _export_plan(
     return files, manifest
 
 
-def _write_atomically(target: Path, content: bytes) -> None:
-    """tmp, fsync, rename: a replayed export rewrites the same file, never a half one."""
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def _metadata_bytes(metadata: dict[str, Any]) -> bytes:
     return (json.dumps(metadata, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
 
@@ -295,12 +281,12 @@ def _write_export(
         if hashlib.sha256(content).hexdigest() != exported.digest:
             raise OSError(f"blob {exported.digest} is corrupt: its bytes do not match")
         target = folder / exported.name
-        _write_atomically(target, content)
+        write_durably(target, content)
         sidecar = sidecar_of(target, SIDECAR_SUFFIX)
-        _write_atomically(sidecar, _metadata_bytes(exported.metadata))
+        write_durably(sidecar, _metadata_bytes(exported.metadata))
         written += [target, sidecar]
     # The manifest comes last: a reader that finds it finds every file it lists.
-    _write_atomically(folder / MANIFEST, _metadata_bytes(manifest))
+    write_durably(folder / MANIFEST, _metadata_bytes(manifest))
     written.append(folder / MANIFEST)
     dir_fd = os.open(folder, os.O_RDONLY)
     try:

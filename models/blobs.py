@@ -12,6 +12,30 @@ class BlobStoreError(OSError):
     """The blob folder cannot take a write (missing, not writable, full)."""
 
 
+def write_durably(target: Path, content: bytes) -> None:
+    """Write ``target`` whole or not at all, and durably: tmp, fsync, rename, fsync the folder.
+
+    A reader never sees half a file, and a crash right after the return loses nothing.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    # The rename is only durable once the folder entry itself is on disk.
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 class BlobStore:
     """Raw messages and attachments, stored once each whatever how often they arrive.
 
@@ -34,23 +58,7 @@ class BlobStore:
         if target.exists():
             return digest
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(content)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp_name, target)
-            except BaseException:
-                Path(tmp_name).unlink(missing_ok=True)
-                raise
-            # The rename is only durable once the folder entry itself is on disk.
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_durably(target, content)
         except OSError as exc:
             raise BlobStoreError(
                 exc.errno, f"blob store {self.root}: {exc.strerror or exc}"
