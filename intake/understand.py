@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -29,11 +29,21 @@ def _qualify(
     kind = (
         "email" if contact.channel == "email" else "edi" if contact.channel == "edi" else "message"
     )
+    # A scanned letter has no message around it: the letter itself says what the person wants.
+    said = "\n".join(texts) if contact.channel == "ged" else contact.text
     message = understanding.qualifier.messages(
-        [message_text(contact.subject, contact.text)],
+        [message_text(contact.subject, said)],
         kind=kind,
         sender_names=[contact.sender_name or None],
     )[0]
+    if contact.channel == "ged" and contact.dossier_hint:
+        # The mailroom filed it to a dossier: a person already judged it a document for it.
+        message = replace(
+            message,
+            label="document_submission",
+            confidence=1.0,
+            rule="GED: filed to a dossier by the mailroom",
+        )
     return message, understanding.qualifier.documents(texts)
 
 

@@ -140,6 +140,9 @@ async def test_a_pdf_with_its_sidecar_is_labelled_by_the_person_not_the_machine(
     assert contact.step == "done"
     assert contact.dossier is not None and contact.dossier.ref == "AS-2026-000002"
     assert contact.match_rule == "labelled AS-2026-000002 by courrier-lyon"
+    # Filed to a dossier by a person: a document for it, no intent left to doubt.
+    assert (contact.intent, contact.intent_confidence) == ("document_submission", 1.0)
+    assert contact.status == "processed", contact.status_reason
     [document] = contact.documents
     assert (document.doc_type, document.doc_type_confidence) == ("invoice", 1.0)
     assert document.doc_type_hint == "invoice"
