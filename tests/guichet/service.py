@@ -116,10 +116,19 @@ class GuichetProcess:
             raise
 
     async def get(self, path: str) -> Any:
+        return await self.call("GET", path)
+
+    async def post(self, path: str, body: Any = None) -> Any:
+        return await self.call("POST", path, body if body is not None else {})
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One JSON request to the API with the test admin's token; returns the decoded body."""
+
         def fetch() -> Any:
             url = f"http://127.0.0.1:{self.http_port}{path}"
-            headers = {"Authorization": f"Bearer {self.token}"}
-            request = urllib.request.Request(url, headers=headers)
+            headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+            data = None if body is None else json.dumps(body).encode()
+            request = urllib.request.Request(url, data=data, headers=headers, method=method)
             # A loopback http URL built right here: no scheme from outside to audit.
             with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
                 return json.loads(response.read())

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import urllib.request
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from email.message import EmailMessage
@@ -134,17 +132,6 @@ def _mail(
             pdf(doc), maintype="application", subtype="pdf", filename=f"{doc}.pdf"
         )
     return message.as_bytes(policy=SMTP)
-
-
-async def _post(guichet: GuichetProcess, path: str) -> Any:
-    def call() -> Any:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{guichet.http_port}{path}", data=b"{}", method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return json.loads(response.read())
-
-    return await asyncio.to_thread(call)
 
 
 async def _deliver(guichet: GuichetProcess, raw: bytes) -> dict[str, Any]:
@@ -282,7 +269,7 @@ async def test_expired_contract_refusal_is_held_until_approved(
         for e, m in relay.received
         if e.rcpt_tos == [paul] and m["Subject"] and "cusé" not in m["Subject"]
     ]
-    await _post(guichet, f"/api/outbox/{held['id']}/approve")
+    await guichet.post(f"/api/outbox/{held['id']}/approve")
     async with asyncio.timeout(30):
         # Another process's state: nothing to wait on but its API.
         while not await _replies(guichet, paul, "refusal"):  # noqa: ASYNC110
