@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ _CHARSETS = {
     "UNOY": "utf-8",
 }
 _DOSSIER_REF = re.compile(r"^AS-?(\d{4})-?(\d{6})$")
+_NUMERIC = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+_MAX_AMOUNT = Decimal(10) ** 12
 
 
 class NotEdifact(ValueError):
@@ -420,20 +422,19 @@ def _read_invoice(
         value = segment.value(element, component)
         if not value:
             return None
-        try:
-            return Decimal(value.replace(decimal_point, "."))
-        except InvalidOperation:
-            problems.append(
-                SyntaxProblem(
-                    INVALID_VALUE,
-                    f"{segment.tag}: {value!r} is not a number",
-                    segment.tag,
-                    number,
-                    element + 1,
-                    component + 1,
-                )
-            )
-            return None
+        text = value.replace(decimal_point, ".")
+        # Decimal also reads "NaN", "Infinity" and "1E+400": no EDIFACT numeric is one, and
+        # the money columns (Numeric(14, 2)) could not hold them.
+        if not _NUMERIC.fullmatch(text):
+            wrong = f"{segment.tag}: {value!r} is not a number"
+        elif abs(parsed := Decimal(text)) >= _MAX_AMOUNT:
+            wrong = f"{segment.tag}: {value!r} is out of range"
+        else:
+            return parsed
+        problems.append(
+            SyntaxProblem(INVALID_VALUE, wrong, segment.tag, number, element + 1, component + 1)
+        )
+        return None
 
     for number, segment in enumerate(body, 1):
         tag = segment.tag

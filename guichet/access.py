@@ -150,7 +150,11 @@ class Access:
 
     def _page(self, request: web.Request, status: int = 200, **values: Any) -> web.Response:
         lang = language(request)
-        csrf = secrets.token_urlsafe(24)
+        # Keep the browser's token when it has one: a second login page (another tab, a stray
+        # request redirected here) must not invalidate the form already on screen.
+        csrf = request.cookies.get(LOGIN_COOKIE, "")
+        if len(csrf) < 32:
+            csrf = secrets.token_urlsafe(24)
         body = self.pages.get_template("login.html").render(
             lang=lang,
             t=TEXTS[lang],

@@ -12,6 +12,8 @@ from sqlalchemy.orm import selectinload
 from guichet import inbox
 from guichet.access import Access, identity
 from guichet.live import LiveFeed
+from guichet.reports import routes as report_routes
+from guichet.search import routes as search_routes
 from guichet.settings import Settings
 from models.store import Store
 from models.tables import AuditEvent, Contact, Dossier, OutboundMessage
@@ -379,6 +381,9 @@ def create_app(
     if access is not None:
         # The inbox's pages and actions act as the signed-in person: only behind the door.
         inbox.install(app, store, settings or Settings(), live)
+        # Search and reports read every contact: like the inbox, only behind the door.
+        templates = (settings or Settings()).templates_dir
+        app.router.add_routes([*search_routes(store, templates), *report_routes(store, templates)])
     app.router.add_routes(channel_routes)
     if access is not None:
         app.router.add_routes(access.routes())

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 from tqdm import tqdm
@@ -17,7 +18,7 @@ from channels.email_smtp import ingest_email
 from channels.ged import DossierNotFound, export_dossier
 from classifiers.corpus import CorpusError, read_corpus, split
 from classifiers.qualify import Qualifier
-from guichet import auth
+from guichet import auth, reports
 from guichet.classify import (
     FileClassifier,
     Reader,
@@ -129,6 +130,15 @@ def _parser() -> argparse.ArgumentParser:
         "ged-export", help="write a dossier's documents and metadata to the GED export folder"
     )
     ged_cmd.add_argument("ref", help="dossier reference, e.g. AS-2026-000001")
+
+    report_cmd = commands.add_parser(
+        "report", help="activity report (tableaux de synthèse) over a date range"
+    )
+    report_cmd.add_argument("--from", dest="since", required=True, metavar="YYYY-MM-DD")
+    report_cmd.add_argument("--to", dest="until", required=True, metavar="YYYY-MM-DD")
+    report_cmd.add_argument("--format", choices=("csv", "html", "xlsx"), default="csv")
+    report_cmd.add_argument("--lang", choices=("fr", "en"), default="fr")
+    report_cmd.add_argument("--out", type=Path, help="file to write (default: standard output)")
     return parser
 
 
@@ -144,6 +154,32 @@ async def _ged_export(settings: Settings, ref: str) -> int:
         await store.close()
     for path in written:
         print(path)
+    return 0
+
+
+async def _report(settings: Settings, args: argparse.Namespace) -> int:
+    since, until = reports.parse_range(args.since, args.until, date.today())
+    if args.format == "xlsx" and args.out is None:
+        raise reports.ReportError("--format xlsx needs --out FILE")
+    migrate.upgrade(settings.effective_database_url)
+    store = open_store(settings)
+    try:
+        async with store.sessions() as session:
+            report = await reports.build_report(session, since, until)
+    finally:
+        await store.close()
+    if args.format == "xlsx":
+        reports.to_xlsx(report, args.out, args.lang)
+        return 0
+    if args.format == "csv":
+        content = reports.to_csv(report, args.lang)
+    else:
+        pages = reports.page_templates(settings.templates_dir)
+        content = reports.to_html(report, pages, args.lang)
+    if args.out is None:
+        sys.stdout.write(content)
+    else:
+        args.out.write_text(content, encoding="utf-8")
     return 0
 
 
@@ -337,7 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_ged_export(settings, args.ref))
         elif args.command in ("eval", "classify"):
             return asyncio.run(_classify_or_eval(settings, args))
-    except (ReferenceDataError, CorpusError, auth.AccessError) as exc:
+        elif args.command == "report":
+            return asyncio.run(_report(settings, args))
+    except (ReferenceDataError, CorpusError, auth.AccessError, reports.ReportError) as exc:
         print(f"guichet: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -143,7 +143,7 @@ def highlight(text: str, entities: Mapping[str, Any]) -> Markup:
 
 TEXTS: dict[str, dict[str, str]] = {
     "fr": {
-        "inbox": "Corbeille", "search": "Rechercher", "logout": "Se déconnecter",
+        "inbox": "Boîte de réception", "search": "Rechercher", "logout": "Se déconnecter",
         "filters": "Filtres", "channel": "Canal", "status": "Statut", "intent": "Intention",
         "doc_type": "Type de document", "dossier": "Dossier", "any": "Tous",
         "needs_review": "À revoir", "unassigned": "Non attribués", "mine": "Les miens",
@@ -151,7 +151,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "received": "Reçu", "sender": "Expéditeur", "subject": "Objet",
         "assignee": "Attribué à", "none": "aucun", "previous": "Précédents",
         "next": "Suivants", "no_contacts": "Aucun contact.", "help": "Raccourcis clavier",
-        "keys": "j/k : descendre/monter · Entrée : ouvrir · a : m'attribuer · d : traité · "
+        "shortcuts": "j/k : descendre/monter · Entrée : ouvrir · a : m'attribuer · d : traité · "
         "? : aide",
         "text": "Texte", "html": "Message mis en forme", "documents": "Pièces jointes",
         "extracted": "Texte extrait", "confidence": "confiance", "rule": "Règle appliquée",
@@ -166,7 +166,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "coverage": "Couverture", "amounts": "Montants", "claimed": "Réclamé",
         "covered": "Couvert", "reasons": "Motifs", "invoices": "Factures prestataires",
         "gaps": "Écarts", "audit": "Historique", "close": "Clore le dossier",
-        "beneficiary": "Bénéficiaire", "contract": "Contrat", "back": "Retour à la corbeille",
+        "beneficiary": "Bénéficiaire", "contract": "Contrat",
+        "back": "Retour à la boîte de réception",
         "language": "Langue", "reason": "Motif", "total": "Total",
         "new_contacts": "Nouveaux contacts arrivés.", "actions": "Actions",
         "recipient": "Destinataire", "body": "Texte de la réponse", "held": "en attente",
@@ -182,7 +183,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "received": "Received", "sender": "Sender", "subject": "Subject",
         "assignee": "Assignee", "none": "nobody", "previous": "Previous", "next": "Next",
         "no_contacts": "No contacts.", "help": "Keyboard shortcuts",
-        "keys": "j/k: down/up · Enter: open · a: assign to me · d: done · ?: help",
+        "shortcuts": "j/k: down/up · Enter: open · a: assign to me · d: done · ?: help",
         "text": "Text", "html": "Formatted message", "documents": "Attachments",
         "extracted": "Extracted text", "confidence": "confidence", "rule": "Rule that fired",
         "entities": "Entities", "attach": "Attach to dossier", "detach": "Detach from dossier",
@@ -310,9 +311,7 @@ async def inbox_rows(
         .outerjoin(Dossier, Dossier.id == Contact.dossier_id)
         .where(*_conditions(filters, me, sla_limit))
     )
-    matching = int(
-        await session.scalar(select(func.count()).select_from(joined.subquery())) or 0
-    )
+    matching = int(await session.scalar(select(func.count()).select_from(joined.subquery())) or 0)
     ids = (
         await session.scalars(
             joined.order_by(Contact.received_at.desc(), Contact.id.desc())
@@ -330,11 +329,9 @@ async def inbox_rows(
             )
         ).all()
     }
-    assignees = dict(
-        (await session.execute(select(User.id, User.username).where(User.id.in_(
-            [c.assignee_id for c in contacts.values() if c.assignee_id]
-        )))).tuples().all()
-    )  # fmt: skip
+    wanted = [c.assignee_id for c in contacts.values() if c.assignee_id]
+    found = await session.execute(select(User.id, User.username).where(User.id.in_(wanted)))
+    assignees: dict[int, str] = {user_id: name for user_id, name in found}
     not_done = ContactTriage.done_at.is_(None)
     counts = (
         await session.execute(
@@ -407,24 +404,24 @@ class Inbox:
         self.thumbnails = Path(store.blobs.root) / "thumbnails"
 
     def routes(self) -> list[web.AbstractRouteDef]:
-        c = "/inbox/contacts/{id:\\d+}"
-        api = "/api/inbox/contacts/{id:\\d+}"
+        c = "/inbox/contacts/{id:\\d{1,18}}"
+        api = "/api/inbox/contacts/{id:\\d{1,18}}"
         return [
             web.get("/inbox", self.inbox_page),
             web.get("/inbox/events", self.live.events),
             web.get(c, self.contact_page),
             web.get(c + "/reply", self.reply_page),
             web.get("/inbox/dossiers/{ref}", self.dossier_page),
-            web.get("/inbox/documents/{id:\\d+}/file", self.document_file),
-            web.get("/inbox/documents/{id:\\d+}/thumbnail", self.document_thumbnail),
+            web.get("/inbox/documents/{id:\\d{1,18}}/file", self.document_file),
+            web.get("/inbox/documents/{id:\\d{1,18}}/thumbnail", self.document_thumbnail),
             *[
                 web.post(f"{c}/{name}", self._form(name))
                 for name in ("attach", "detach", "open-dossier", "correct", "assign", "done")
             ],
             web.post(c + "/reply", self._form("reply")),
-            web.post("/inbox/documents/{id:\\d+}/correct", self._form("correct-document")),
-            web.post("/inbox/replies/{id:\\d+}/approve", self._form("approve")),
-            web.post("/inbox/replies/{id:\\d+}/reject", self._form("reject")),
+            web.post("/inbox/documents/{id:\\d{1,18}}/correct", self._form("correct-document")),
+            web.post("/inbox/replies/{id:\\d{1,18}}/approve", self._form("approve")),
+            web.post("/inbox/replies/{id:\\d{1,18}}/reject", self._form("reject")),
             web.post("/inbox/dossiers/{ref}/close", self._form("close")),
             web.get("/api/inbox", self.inbox_json),
             *[
@@ -433,9 +430,9 @@ class Inbox:
             ],
             web.post(api + "/reply/preview", self.preview_json),
             web.post(api + "/reply", self._json("reply")),
-            web.post("/api/inbox/documents/{id:\\d+}/correct", self._json("correct-document")),
-            web.post("/api/inbox/replies/{id:\\d+}/approve", self._json("approve")),
-            web.post("/api/inbox/replies/{id:\\d+}/reject", self._json("reject")),
+            web.post("/api/inbox/documents/{id:\\d{1,18}}/correct", self._json("correct-document")),
+            web.post("/api/inbox/replies/{id:\\d{1,18}}/approve", self._json("approve")),
+            web.post("/api/inbox/replies/{id:\\d{1,18}}/reject", self._json("reject")),
             web.post("/api/inbox/dossiers/{ref}/close", self._json("close")),
         ]
 
@@ -684,9 +681,7 @@ class Inbox:
 
     # ------------------------------------------------------------------ actions
 
-    async def _run(
-        self, request: web.Request, name: str, values: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def _run(self, request: web.Request, name: str, values: dict[str, Any]) -> dict[str, Any]:
         actor = identity(request).username
         target = request.match_info.get("id") or request.match_info.get("ref", "")
         async with self.store.sessions() as session, session.begin():
@@ -876,7 +871,9 @@ async def _audit_of(
         and_(AuditEvent.object_type == "document", AuditEvent.object_id.in_(document_ids)),
     ]
     if dossier_ref:
-        wanted.append(and_(AuditEvent.object_type == "dossier", AuditEvent.object_id == dossier_ref))
+        wanted.append(
+            and_(AuditEvent.object_type == "dossier", AuditEvent.object_id == dossier_ref)
+        )
     return list(
         (
             await session.scalars(

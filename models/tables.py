@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -27,6 +26,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from models.clock import utcnow
+
+if TYPE_CHECKING:
+    from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 
 # Stable constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING = {
@@ -545,6 +547,7 @@ class ContactTriage(Base):
     done_at: Mapped[datetime | None]
     done_by: Mapped[str | None] = mapped_column(String(100))
 
+
 # --- Search (guichet/search.py; migration 0014) ---
 
 #: Full-text objects that migration 0014 creates outside these models, one back end each:
@@ -561,12 +564,16 @@ SEARCH_COLUMN = "search_vector"
 SEARCH_INDEXES = frozenset({"ix_contact_search_vector", "ix_document_search_vector"})
 
 
-def managed_by_models(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
+def managed_by_models(
+    name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames
+) -> bool:
     """Alembic's ``include_name`` hook: False for the search objects that live beside the models."""
     if type_ == "table":
         return name not in SEARCH_TABLES
     if type_ == "column":
-        return not (name == SEARCH_COLUMN and parent_names.get("table_name") in ("contact", "document"))
+        return not (
+            name == SEARCH_COLUMN and parent_names.get("table_name") in ("contact", "document")
+        )
     if type_ == "index":
         return name not in SEARCH_INDEXES
     return True

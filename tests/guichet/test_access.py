@@ -130,6 +130,22 @@ async def test_wrong_password_unknown_user_and_forged_form_are_refused(site: Sit
         assert forged.status == 403 and SESSION_COOKIE not in forged.cookies
 
 
+async def test_a_second_login_page_does_not_expire_the_first_form(site: Site) -> None:
+    async with _client() as client:
+        async with client.get(f"{site.url}/login") as first:
+            token = re.search(r'name="csrf_token" value="([^"]+)"', await first.text())
+        assert token is not None
+        # Another tab, or the browser's favicon request redirected to the login page.
+        async with client.get(f"{site.url}/favicon.ico") as stray:
+            assert stray.url.path == "/login"
+        response = await client.post(
+            f"{site.url}/login",
+            data={"username": "lea", "password": "correct horse", "csrf_token": token.group(1)},
+            allow_redirects=False,
+        )
+        assert response.status == 303
+
+
 async def test_open_redirects_are_not_followed(site: Site) -> None:
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
         async with _client() as client:
