@@ -871,7 +871,7 @@ class EdiAdapter:
     async def get_invoice(self, request: web.Request) -> web.Response:
         raw_id = request.match_info["id"]
         invoice = None
-        if raw_id.isdigit() and len(raw_id) < 18:
+        if raw_id.isdigit() and len(raw_id) <= 9:
             async with self.intake.store.sessions() as session:
                 invoice = await session.get(ProviderInvoice, int(raw_id))
         if invoice is None:

@@ -9,7 +9,7 @@ from aiohttp import web
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import selectinload
 
-from guichet import inbox
+from guichet import inbox, openapi
 from guichet.access import Access, identity
 from guichet.live import LiveFeed
 from guichet.reports import routes as report_routes
@@ -178,7 +178,8 @@ async def list_contacts(request: web.Request) -> web.Response:
 
 async def get_contact(request: web.Request) -> web.Response:
     raw_id = request.match_info["id"]
-    if not raw_id.isdigit() or len(raw_id) > 18:
+    # Ids are 32-bit integers on PostgreSQL: a longer number names nothing (and must not 500).
+    if not raw_id.isdigit() or len(raw_id) > 9:
         raise _not_found(f"no contact {raw_id}")
     async with request.app[STORE].sessions() as session:
         contact = await session.scalar(_contact_query().where(Contact.id == int(raw_id)))
@@ -307,7 +308,8 @@ async def list_outbox(request: web.Request) -> web.Response:
 
 async def _decide_reply(request: web.Request, approved: bool) -> web.Response:
     raw_id = request.match_info["id"]
-    if not raw_id.isdigit() or len(raw_id) > 18:
+    # Ids are 32-bit integers on PostgreSQL: a longer number names nothing (and must not 500).
+    if not raw_id.isdigit() or len(raw_id) > 9:
         raise _not_found(f"no outbound message {raw_id}")
     body: dict[str, Any] = {}
     if request.can_read_body:
@@ -378,6 +380,7 @@ def create_app(
     app = web.Application(middlewares=[access.middleware] if access else [])
     app[STORE] = store
     add_routes(app)
+    app.router.add_routes(openapi.routes())
     if access is not None:
         # The inbox's pages and actions act as the signed-in person: only behind the door.
         inbox.install(app, store, settings or Settings(), live)

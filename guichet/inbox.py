@@ -404,24 +404,24 @@ class Inbox:
         self.thumbnails = Path(store.blobs.root) / "thumbnails"
 
     def routes(self) -> list[web.AbstractRouteDef]:
-        c = "/inbox/contacts/{id:\\d{1,18}}"
-        api = "/api/inbox/contacts/{id:\\d{1,18}}"
+        c = "/inbox/contacts/{id:\\d{1,9}}"
+        api = "/api/inbox/contacts/{id:\\d{1,9}}"
         return [
             web.get("/inbox", self.inbox_page),
             web.get("/inbox/events", self.live.events),
             web.get(c, self.contact_page),
             web.get(c + "/reply", self.reply_page),
             web.get("/inbox/dossiers/{ref}", self.dossier_page),
-            web.get("/inbox/documents/{id:\\d{1,18}}/file", self.document_file),
-            web.get("/inbox/documents/{id:\\d{1,18}}/thumbnail", self.document_thumbnail),
+            web.get("/inbox/documents/{id:\\d{1,9}}/file", self.document_file),
+            web.get("/inbox/documents/{id:\\d{1,9}}/thumbnail", self.document_thumbnail),
             *[
                 web.post(f"{c}/{name}", self._form(name))
                 for name in ("attach", "detach", "open-dossier", "correct", "assign", "done")
             ],
             web.post(c + "/reply", self._form("reply")),
-            web.post("/inbox/documents/{id:\\d{1,18}}/correct", self._form("correct-document")),
-            web.post("/inbox/replies/{id:\\d{1,18}}/approve", self._form("approve")),
-            web.post("/inbox/replies/{id:\\d{1,18}}/reject", self._form("reject")),
+            web.post("/inbox/documents/{id:\\d{1,9}}/correct", self._form("correct-document")),
+            web.post("/inbox/replies/{id:\\d{1,9}}/approve", self._form("approve")),
+            web.post("/inbox/replies/{id:\\d{1,9}}/reject", self._form("reject")),
             web.post("/inbox/dossiers/{ref}/close", self._form("close")),
             web.get("/api/inbox", self.inbox_json),
             *[
@@ -430,9 +430,9 @@ class Inbox:
             ],
             web.post(api + "/reply/preview", self.preview_json),
             web.post(api + "/reply", self._json("reply")),
-            web.post("/api/inbox/documents/{id:\\d{1,18}}/correct", self._json("correct-document")),
-            web.post("/api/inbox/replies/{id:\\d{1,18}}/approve", self._json("approve")),
-            web.post("/api/inbox/replies/{id:\\d{1,18}}/reject", self._json("reject")),
+            web.post("/api/inbox/documents/{id:\\d{1,9}}/correct", self._json("correct-document")),
+            web.post("/api/inbox/replies/{id:\\d{1,9}}/approve", self._json("approve")),
+            web.post("/api/inbox/replies/{id:\\d{1,9}}/reject", self._json("reject")),
             web.post("/api/inbox/dossiers/{ref}/close", self._json("close")),
         ]
 
