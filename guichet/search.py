@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -29,7 +30,7 @@ from models.tables import Contact, UTCDateTime
 STATUSES = ("received", "processing", "processed", "needs_review", "failed")
 MAX_QUERY = 500
 MAX_TERMS = 12
-MAX_LIMIT = 100
+MAX_LIMIT = 200
 #: Words of context around the match in a snippet.
 SNIPPET_WORDS = 16
 #: Private-use characters mark a match inside a snippet: the text around them is escaped, and
@@ -39,6 +40,8 @@ OPEN, CLOSE = "\ue000", "\ue001"
 PG_CONFIG = "guichet_french"
 #: A match in a document counts a little less than the same match in the message itself.
 DOCUMENT_WEIGHT = 0.8
+#: Beyond this many matching contacts or documents, only the newest are ranked (see search).
+RANK_CAP = 10_000
 #: ts_headline reads the whole text it is given: bound its work on long OCR.
 HEADLINE_CHARS = 20_000
 
@@ -137,8 +140,8 @@ def parse_query(query: str) -> list[Term]:
         words = tuple(_WORD.findall(source))
         if not words:
             continue
-        # "AS-2026-000123" or "l'hôpital": the pieces of one chunk stay together, as a phrase.
         prefix = phrase is None and chunk.endswith("*") and bool(_WORD.fullmatch(chunk[-2:-1]))
+        # "AS-2026-000123" or "l'hôpital": the pieces of one chunk stay together, as a phrase.
         terms.append(Term(words, prefix, source.rstrip("*")))
         if len(terms) > MAX_TERMS:
             raise SearchError(f"the query has more than {MAX_TERMS} terms")
@@ -190,6 +193,45 @@ def highlight(snippet: str) -> str:
     return "".join(out)
 
 
+def _fold(word: str) -> str:
+    """What FTS5's ``unicode61 remove_diacritics 2`` makes of a word: no accent, no case."""
+    decomposed = unicodedata.normalize("NFD", word)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def marked_snippet(texts: Sequence[str], terms: Sequence[Term], words: int = SNIPPET_WORDS) -> str:
+    """A window of ``words`` words around the first match in the first text that has one, the
+    matching words between the markers; "" when no text matches.
+
+    FTS5's own snippet() re-reads the index for every row, which for a prefix over many words
+    costs more than the whole ranking; the page's 20 texts are already in memory.
+    """
+    exact = {_fold(w) for t in terms for w in (t.words[:-1] if t.prefix else t.words)}
+    prefixes = tuple(_fold(t.words[-1]) for t in terms if t.prefix)
+
+    def matches(word: str) -> bool:
+        folded = _fold(word)
+        return folded in exact or bool(prefixes and folded.startswith(prefixes))
+
+    for source in texts:
+        tokens = list(_WORD.finditer(source))
+        first = next((i for i, token in enumerate(tokens) if matches(token.group())), None)
+        if first is None:
+            continue
+        start = max(0, first - words // 4)
+        end = min(len(tokens), start + words)
+        out = ["…" if start > 0 else ""]
+        position = tokens[start].start()
+        for token in tokens[start:end]:
+            out.append(source[position : token.start()])
+            word = token.group()
+            out.append(f"{OPEN}{word}{CLOSE}" if matches(word) else word)
+            position = token.end()
+        out.append("…" if end < len(tokens) else "")
+        return "".join(out)
+    return ""
+
+
 def _filter_sql(filters: Filters) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -210,7 +252,30 @@ def _filter_sql(filters: Filters) -> tuple[str, list[Any]]:
     return (" AND ".join(clauses) or "1 = 1"), params
 
 
-def _ranking_sql(dialect: str, terms: Sequence[Term]) -> tuple[str, str, dict[str, str]]:
+def _sqlite_capped_hits(where: str, filtered: bool) -> str:
+    """The newest RANK_CAP matching contacts and documents (filters applied), scored: FTS5
+    walks its matches by rowid, newest first, and scores only the rows it hands over."""
+    join = " JOIN contact c ON c.id = {owner}" if filtered else ""
+    condition = f" AND {where}" if filtered else ""
+    contact_join = join.format(owner="search_contact.rowid")
+    document_join = join.format(owner="d.contact_id")
+    return (
+        "SELECT * FROM (SELECT search_contact.rowid AS contact_id,"  # noqa: S608
+        " -bm25(search_contact, 4.0, 2.0, 2.0, 1.0) AS score"
+        f" FROM search_contact{contact_join}"
+        f" WHERE search_contact MATCH :query{condition}"
+        " ORDER BY search_contact.rowid DESC LIMIT :cap)"
+        " UNION ALL"
+        " SELECT * FROM (SELECT d.contact_id AS contact_id,"
+        f" -{DOCUMENT_WEIGHT} * bm25(search_document, 2.0, 1.0) AS score"
+        " FROM search_document JOIN document d ON d.id = search_document.rowid"
+        f"{document_join}"
+        f" WHERE search_document MATCH :query{condition}"
+        " ORDER BY search_document.rowid DESC LIMIT :cap)"
+    )
+
+
+def _ranking_sql(dialect: str, terms: Sequence[Term]) -> tuple[str, str, dict[str, Any]]:
     """The hits of contacts and of documents, each with a score (higher is better)."""
     if dialect == "sqlite":
         hits = (
@@ -230,7 +295,19 @@ def _ranking_sql(dialect: str, terms: Sequence[Term]) -> tuple[str, str, dict[st
         f" SELECT d.contact_id, {DOCUMENT_WEIGHT} * ts_rank(d.search_vector, q.query)"
         " FROM document d, q WHERE d.search_vector @@ q.query"
     )
-    return hits, f"q AS (SELECT {tsquery} AS query), ", params
+    return hits, f"q AS (SELECT {tsquery} AS query), ", dict(params)
+
+
+async def _sqlite_too_many(session: AsyncSession, query: str) -> bool:
+    """Whether contacts or documents match more than RANK_CAP rows (counting costs little)."""
+    counts = await session.execute(
+        text(
+            "SELECT (SELECT count(*) FROM search_contact WHERE search_contact MATCH :query),"
+            " (SELECT count(*) FROM search_document WHERE search_document MATCH :query)"
+        ),
+        {"query": query},
+    )
+    return int(max(counts.one())) > RANK_CAP
 
 
 async def search(
@@ -241,18 +318,28 @@ async def search(
     limit: int = 20,
     offset: int = 0,
 ) -> Results:
-    """Contacts whose own fields or documents' text hold every term, best first."""
+    """Contacts whose own fields or documents' text hold every term, best first.
+
+    When a query matches more than RANK_CAP contacts or documents (a very common word), only
+    the newest RANK_CAP of each are ranked, so that it still answers in a fraction of a second
+    on SQLite; the total stays exact.
+    """
     terms = parse_query(query)
     if not terms:
         raise SearchError("the query holds no word to search")
     dialect = session.get_bind().dialect.name
     hits_sql, prelude, term_params = _ranking_sql(dialect, terms)
     where, filter_params = _filter_sql(filters)
+    filtered = bool(filter_params)
+    capped = dialect == "sqlite" and await _sqlite_too_many(session, term_params["query"])
+    if capped:
+        hits_sql = _sqlite_capped_hits(where, filtered)
+        term_params["cap"] = RANK_CAP
     # Joining every hit to its contact costs as much as ranking them: only to filter. Ties go
     # to the newer contact (ids grow with arrival).
-    source = (
-        f"best JOIN contact c ON c.id = best.contact_id WHERE {where}" if filter_params else "best"
-    )
+    source = "best"
+    if filtered and not capped:
+        source = f"best JOIN contact c ON c.id = best.contact_id WHERE {where}"
     statement = text(
         f"WITH {prelude}hits AS ({hits_sql}),"  # noqa: S608
         " best AS (SELECT contact_id, max(score) AS score FROM hits GROUP BY contact_id)"
@@ -262,26 +349,41 @@ async def search(
         " LIMIT :limit OFFSET :offset"
     ).bindparams(*filter_params, limit=limit, offset=offset, **term_params)
     rows = (await session.execute(statement)).all()
-    if rows:
+    if rows and not capped:
         total = int(rows[0].total)
-    elif offset:
+    elif offset or capped:
+        # Every match, unscored: the exact number a capped ranking or an empty page lacks.
+        term_params.pop("cap", None)
+        matched = (
+            "SELECT rowid AS contact_id FROM search_contact WHERE search_contact MATCH :query"
+            " UNION SELECT d.contact_id FROM search_document"
+            " JOIN document d ON d.id = search_document.rowid"
+            " WHERE search_document MATCH :query"
+            if dialect == "sqlite"
+            else "SELECT c.id AS contact_id FROM contact c, q WHERE c.search_vector @@ q.query"
+            " UNION SELECT d.contact_id FROM document d, q WHERE d.search_vector @@ q.query"
+        )
+        joined = f" JOIN contact c ON c.id = hits.contact_id WHERE {where}" if filtered else ""
         counted = text(
-            f"WITH {prelude}hits AS ({hits_sql})"  # noqa: S608
-            " SELECT count(DISTINCT c.id) FROM hits JOIN contact c ON c.id = hits.contact_id"
-            f" WHERE {where}"
+            f"WITH {prelude}hits AS ({matched}) SELECT count(*) FROM hits{joined}"  # noqa: S608
         ).bindparams(*filter_params, **term_params)
         total = int((await session.execute(counted)).scalar_one())
     else:
         total = 0
     ids = [int(row.id) for row in rows]
     scores = {int(row.id): float(row.score) for row in rows}
-    snippets, documents = await _snippets(session, dialect, terms, ids)
     contacts = {
         c.id: c
         for c in await session.scalars(
             select(Contact).where(Contact.id.in_(ids)).options(selectinload(Contact.dossier))
         )
     }
+    snippets, documents = await _snippets(session, dialect, terms, ids)
+    if dialect == "sqlite":
+        snippets = {
+            c.id: highlight(marked_snippet((c.subject, c.text, c.sender_name, c.sender), terms))
+            for c in contacts.values()
+        }
     hits = [
         Hit(
             contact_id=contact.id,
@@ -307,15 +409,11 @@ async def _snippets(
     """Snippets for one page of results only: they cost far more than the ranking."""
     if not ids:
         return {}, {}
-    contact_sql: TextClause
+    # SQLite: the contacts' snippets are cut in Python (marked_snippet), the search knows how.
+    contact_sql: TextClause | None = None
     document_sql: TextClause
     if dialect == "sqlite":
         params: dict[str, Any] = {"query": fts5_query(terms), "open": OPEN, "close": CLOSE}
-        contact_sql = text(
-            "SELECT rowid AS id, snippet(search_contact, -1, :open, :close, '…', :words)"
-            " AS snippet FROM search_contact"
-            " WHERE search_contact MATCH :query AND rowid IN :ids"
-        )
         document_sql = text(
             "SELECT d.contact_id, d.id, d.filename,"
             " snippet(search_document, 1, :open, :close, '…', :words) AS snippet"
@@ -348,8 +446,10 @@ async def _snippets(
             " ORDER BY d.contact_id, d.position, d.id"
         )
     expanding: BindParameter[list[int]] = bindparam("ids", list(ids), expanding=True)
-    contact_rows = await session.execute(contact_sql.bindparams(expanding, **params))
-    snippets = {int(row.id): highlight(row.snippet or "") for row in contact_rows}
+    snippets: dict[int, str] = {}
+    if contact_sql is not None:
+        contact_rows = await session.execute(contact_sql.bindparams(expanding, **params))
+        snippets = {int(row.id): highlight(row.snippet or "") for row in contact_rows}
     documents: dict[int, list[DocumentHit]] = {}
     document_rows = await session.execute(document_sql.bindparams(expanding, **params))
     for row in document_rows:

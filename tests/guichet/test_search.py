@@ -14,6 +14,7 @@ from guichet.search import (
     SearchError,
     fts5_query,
     highlight,
+    marked_snippet,
     parse_query,
     search,
 )
@@ -96,6 +97,16 @@ def test_highlight_escapes_everything_but_the_marks() -> None:
     assert highlight("\ue001a\ue000b\ue000c") == "a<mark>bc</mark>"
 
 
+def test_python_snippets_mark_what_fts5_matches() -> None:
+    terms = parse_query("hopital factur*")
+    text = (
+        "Bonjour. " + "mot " * 30 + "Voici les Factures de l'Hôpital Nord, à régler. " + "fin " * 30
+    )
+    snippet = marked_snippet(("Sans rapport", text), terms, words=8)
+    assert snippet == "…Voici les \ue000Factures\ue001 de l'\ue000Hôpital\ue001 Nord, à…"
+    assert marked_snippet(("rien ici",), terms) == ""
+
+
 async def test_accents_and_case_do_not_matter(store: Store) -> None:
     wanted = await _contact(store, "a", subject="Facture hôpital", text="Séjour à l'Hôpital Nord")
     await _contact(store, "b", subject="Remorquage", text="Dépanneuse sur l'A7")
@@ -139,7 +150,7 @@ async def test_snippets_are_escaped_and_highlighted(store: Store) -> None:
     assert "<mark>remboursement</mark>" in snippet
     # The only markup is ours; the message's tags are text (PostgreSQL's headline drops them).
     assert "<" not in snippet.replace("<mark>", "").replace("</mark>", "")
-    assert "&lt;img src=x onerror=alert(1)&gt;" in snippet
+    assert "onerror=alert(1)&gt;" in snippet
 
 
 async def test_documents_text_is_found_and_shown(store: Store) -> None:
@@ -197,6 +208,27 @@ async def test_filters_and_pages(store: Store) -> None:
         beyond = await search(session, "franchise", limit=1, offset=5)
     assert [h.contact_id for h in second.hits] == [early] and second.total == 2
     assert beyond.hits == [] and beyond.total == 2
+
+
+async def test_very_common_words_rank_the_newest_and_count_them_all(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [
+        await _contact(store, f"c{n}", subject="Assistance", text="bonjour", channel=channel)
+        for n, channel in enumerate(["email", "sms", "email", "sms", "email"])
+    ]
+    with_document = await _contact(
+        store, "doc", subject="Pièce", text="voir pièce", document_text="bonjour madame"
+    )
+    monkeypatch.setattr("guichet.search.RANK_CAP", 2)
+    async with store.sessions() as session:
+        everything = await search(session, "bonjour", limit=10)
+        sms = await search(session, "bonjour", Filters(channel="sms"), limit=10)
+    assert everything.total == 6
+    found = {hit.contact_id for hit in everything.hits}
+    assert with_document in found and ids[-1] in found
+    assert sms.total == 2
+    assert {hit.contact_id for hit in sms.hits} == {ids[1], ids[3]}
 
 
 @pytest.mark.parametrize(
