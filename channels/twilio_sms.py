@@ -49,6 +49,12 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 #: Twilio accepts at most 10 media per message; a form claiming more is not trusted further.
 MAX_MEDIA = 10
 MAX_REDIRECTS = 5
+#: What a webhook may carry into the store: Twilio SIDs are 34 characters, states one word;
+#: anything else is refused with a 400 rather than failing on a column size.
+_SID = re.compile(r"[A-Za-z0-9_-]{1,60}")
+_STATE = re.compile(r"[a-z_-]{1,30}")
+_MAX_ERROR_CODE = 20
+_MAX_ADDRESS = 320
 
 #: Whole-message keywords, compared without case, accents or surrounding punctuation.
 STOP_KEYWORDS = frozenset(
@@ -81,6 +87,10 @@ def opt_keyword(body: str) -> str | None:
     if words in START_KEYWORDS:
         return "start"
     return None
+
+
+def _text(value: str) -> str:
+    return value.replace("\x00", "")
 
 
 def media_count(form: MultiDict[str]) -> int:
@@ -210,9 +220,15 @@ class TwilioWebhooks:
         sid = form.get("MessageSid") or form.get("SmsMessageSid") or ""
         if not sid:
             return web.Response(status=400, text="MessageSid is missing\n")
-        sender = e164(form.get("From", ""))
-        to = e164(form.get("To", ""))
-        text = form.get("Body", "")
+        # Refused, not stored: a database error would be a 503 that Twilio retries for ever.
+        if not _SID.fullmatch(sid):
+            return web.Response(status=400, text="MessageSid is not a Twilio SID\n")
+        sender = e164(_text(form.get("From", "")))
+        to = e164(_text(form.get("To", "")))
+        if len(sender) > _MAX_ADDRESS or len(to) > _MAX_ADDRESS:
+            return web.Response(status=400, text="From or To is too long for an address\n")
+        # The raw form keeps the NUL; PostgreSQL text columns cannot.
+        text = _text(form.get("Body", ""))
         keyword = opt_keyword(text)
         inbound = InboundContact(
             channel=CHANNEL,
@@ -243,7 +259,9 @@ class TwilioWebhooks:
         state = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
         if not sid or not state:
             return web.Response(status=400, text="MessageSid and MessageStatus are required\n")
-        error_code = form.get("ErrorCode") or None
+        if not _SID.fullmatch(sid) or not _STATE.fullmatch(state):
+            return web.Response(status=400, text="MessageSid or MessageStatus is malformed\n")
+        error_code = _text(form.get("ErrorCode", ""))[:_MAX_ERROR_CODE] or None
         # A receipt can overtake the commit that records the SID on the message: wait a little.
         deadline = asyncio.get_running_loop().time() + self.status_wait_seconds
         while True:

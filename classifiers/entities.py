@@ -1125,8 +1125,11 @@ _CONTACT_LINE = re.compile(
     r"sent from)",
     re.IGNORECASE,
 )
+# Bounded repeats: unbounded ones rescan a long run of capitals from every word without a "/"
+# (quadratic: minutes on a 200 000-character document); a printed name never has 6 words.
 _AIRLINE_NAME = re.compile(
-    rf"(?<![\w/])([{_UP}]+(?:[ '-][{_UP}]+)*)/([{_UP}]+(?:[ '-][{_UP}]+)*?)"
+    rf"(?<![\w/])([{_UP}]{{1,40}}(?:[ '-][{_UP}]{{1,40}}){{0,5}})/"
+    rf"([{_UP}]{{1,40}}(?:[ '-][{_UP}]{{1,40}}){{0,5}}?)"
     r"(?:\s+(?:MR|MRS|MS|MISS|MSTR|DR|CHD|INF))?(?![\w/])"
 )
 _ID_SURNAME = re.compile(

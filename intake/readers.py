@@ -9,6 +9,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 # Tesseract's OpenMP threads fight each other when several pages run at once; one thread per
 # process and one process per core is faster and predictable (set before tesseract starts).
@@ -35,6 +36,8 @@ MIN_TEXT_LAYER_CHARS = 20
 #: upright pages score 70 to 95, sideways or upside-down ones about 45.
 MIN_REAL_WORDS = 3
 MIN_MEAN_CONFIDENCE = 60.0
+#: Grey levels between the darkest and lightest pixel under which a page is blank.
+BLANK_CONTRAST = 16
 #: Below this OSD confidence the orientation is a guess, not worth a second OCR run.
 MIN_OSD_CONFIDENCE = 1.5
 
@@ -149,7 +152,13 @@ def ocr_page(
     """One Tesseract run on the levelled page; orientation detection and a second run only
     for a page whose first reading looks wrong (upside down, sideways), so that the usual
     page costs what plain ``tesseract`` costs."""
-    page = deskew(_flattened(image))
+    flat = _flattened(image)
+    # A blank page (the back of a scan, padding) would cost two Tesseract runs, the second for
+    # its orientation, to read nothing: 50 of them took a minute on a loaded machine.
+    low, high = cast(tuple[int, int], flat.convert("L").getextrema())
+    if high - low < BLANK_CONTRAST:
+        return ""
+    page = deskew(flat)
     with tempfile.TemporaryDirectory(prefix="guichet-ocr-") as folder:
         first = _tesseract(page, Path(folder) / "page.tif", languages, timeout, dpi)
         if not first.looks_wrong:

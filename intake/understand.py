@@ -13,6 +13,9 @@ from models.inbound import message_text
 from models.store import Store, audit
 from models.tables import Contact
 
+#: Documents of uncertain type named in the contact's reason; past this they are only counted.
+_MAX_DOUBTS_LISTED = 10
+
 
 @dataclass(frozen=True)
 class Understanding:
@@ -100,6 +103,10 @@ async def classify(
                     f"document {document.filename}: type uncertain: {result.label} at"
                     f" {result.confidence:.2f} (threshold {understanding.doc_type_threshold:.2f})"
                 )
+        if len(doubts) > _MAX_DOUBTS_LISTED:
+            # A 3 000-part message made a 200 KB reason nobody reads; the documents keep theirs.
+            more = len(doubts) - _MAX_DOUBTS_LISTED
+            doubts = [*doubts[:_MAX_DOUBTS_LISTED], f"{more} more documents of uncertain type"]
         if doubts and contact.status == "processing":
             contact.status = "needs_review"
             contact.status_reason = "; ".join(doubts)

@@ -89,7 +89,8 @@ def _valid(found: dict[str, str]) -> None:
         year = int(found["dossier_ref"][3:7])
         assert 2000 <= year <= 2999, found
     if "iban" in found:
-        assert str(IBAN(found["iban"])) == found["iban"] or IBAN(found["iban"]).compact, found
+        # IBAN() raises on a wrong length, country or check digits.
+        assert IBAN(found["iban"]).compact == found["iban"], found
     if "amount_total" in found:
         assert AMOUNT.fullmatch(found["amount_total"]), found
         assert Decimal(found["amount_total"]).is_finite()
@@ -135,21 +136,22 @@ def test_every_reference_found_is_normalised(text: str) -> None:
 
 
 def test_big_adversarial_texts_stay_fast() -> None:
-    # Long runs of what the patterns repeat on (digits and separators, "AS", tags, capitals):
-    # a catastrophic backtrack would take minutes on these.
+    # Long runs of what the patterns repeat on (digits and separators, "AS", tags, capitals,
+    # slashes, label lines): a quadratic or catastrophic backtrack takes minutes on these.
+    # "AS " * 60 000 as a document took 165 s before the boarding-pass name rule was bounded.
     texts = [
         "1 " * 100_000,
         "1." * 100_000,
         "AS " * 60_000,
         "<" * 200_000,
         "<html>" + "<p " * 60_000,
-        "Jean " * 40_000,
         "FR76 " * 40_000,
-        "0" * 200_000,
         ("Total : " + "9" * 40 + " ") * 5000,
+        "AB/" * 60_000,
+        "Nom\n" * 50_000,
+        "DUPONT Jean " * 16_000,
     ]
     for text in texts:
-        for kind in ("message", "document"):
-            started = time.monotonic()
-            _valid(extract_entities(text, EntityContext(kind)))
-            assert time.monotonic() - started < 20, (text[:20], kind)
+        started = time.monotonic()
+        _valid(extract_entities(text, EntityContext("document")))
+        assert time.monotonic() - started < 20, text[:20]
