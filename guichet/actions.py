@@ -17,8 +17,10 @@ from intake.closing import UnknownDossier, close_dossier
 from intake.coverage import load_claim_types, load_rates
 from intake.dossiers import beneficiaries_for, next_reference
 from intake.evaluate import SETTLED, ReferenceRules, _evaluate_dossier
+from models import jobs
 from models.clock import utcnow
 from models.corrections import correct_contact, correct_document
+from models.jobs import CONTACT_JOB
 from models.store import audit
 from models.tables import Contact, ContactTriage, Document, Dossier, OutboundMessage, User
 from responders import decide
@@ -121,6 +123,15 @@ async def reevaluate(session: AsyncSession, ws: Workspace, dossier_id: int | Non
         await _evaluate_dossier(session, dossier, ws.rules)
 
 
+def respond_again(session: AsyncSession, contact: Contact) -> None:
+    """After a person changed what a dossier holds, its replies follow as if the contact had
+    just arrived: the pipeline's respond step runs again, through a durable job, and its keys
+    (contact + purpose, dossier + round) keep it from repeating what was already sent."""
+    if contact.step == "done":
+        contact.step = "respond"
+        jobs.enqueue(session, CONTACT_JOB, contact.id)
+
+
 def _ref(contact: Contact) -> str | None:
     return contact.dossier.ref if contact.dossier else None
 
@@ -149,6 +160,7 @@ async def attach(
     )
     await reevaluate(session, ws, previous)
     await reevaluate(session, ws, dossier.id)
+    respond_again(session, contact)
     return {"contact": contact.id, "dossier": dossier.ref, "changed": True}
 
 
@@ -269,6 +281,8 @@ async def correct_document_type(
         channel=contact.channel,
     )
     await reevaluate(session, ws, document.dossier_id)
+    if document.dossier_id is not None:
+        respond_again(session, contact)
     return {
         "document": document.id,
         "contact": document.contact_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import select, update
 
 from guichet import actions
 from guichet.settings import Settings
+from intake.reading import OcrPool
 from models.store import Store
 from models.tables import (
     AuditEvent,
@@ -23,8 +25,9 @@ from models.tables import (
     TrainingExample,
 )
 from responders.decide import HOLD_REFUSAL
+from tests.conftest import Relay
 from tests.guichet.site import serve_site
-from tests.responders.flow import REF, load_demo
+from tests.responders.flow import REF, load_demo, runner
 
 HOSTILE_HTML = (
     "<p>Bonjour, voici ma facture.</p>"
@@ -164,6 +167,46 @@ async def test_attach_and_detach_reevaluate_the_dossier(
         assert (await session.get_one(Document, seeded.document_id)).dossier_id is None
     [detached] = await _events(store, "contact.detached")
     assert detached.before == {"dossier": REF} and detached.after == {"dossier": None}
+
+
+@pytest.fixture(scope="module")
+def ocr() -> Iterator[OcrPool]:
+    pool = OcrPool(1)
+    yield pool
+    pool.shutdown()
+
+
+async def test_a_contact_attached_by_hand_gets_its_dossier_replies(
+    store: Store, ws: actions.Workspace, ocr: OcrPool, relay: Relay
+) -> None:
+    await load_demo(store)
+    seeded = await seed(store, html=None)
+    async with store.sessions() as session, session.begin():
+        await actions.attach(session, ws, seeded.contact_id, REF, "marie")
+    async with store.sessions() as session:
+        assert (await session.get_one(Contact, seeded.contact_id)).step == "respond"
+    # The pipeline's own respond step, through the durable job the action enqueued.
+    await runner(store, ocr, relay).run_pending()
+    async with store.sessions() as session:
+        contact = await session.get_one(Contact, seeded.contact_id)
+        replies = (
+            await session.scalars(
+                select(OutboundMessage.purpose).where(
+                    OutboundMessage.contact_id == seeded.contact_id,
+                    OutboundMessage.status == "sent",
+                )
+            )
+        ).all()
+    assert contact.step == "done" and contact.status == "needs_review"  # a person still decides
+    # Acknowledged now that it belongs to a dossier, and asked for what that dossier misses.
+    assert sorted(replies) == ["acknowledgement", "missing_documents"]
+    assert len(relay.received) == 2
+    # Attaching again changes nothing and sends nothing more.
+    async with store.sessions() as session, session.begin():
+        assert (await actions.attach(session, ws, seeded.contact_id, REF, "marie"))[
+            "changed"
+        ] is False
+    assert await runner(store, ocr, relay).run_pending() == 0
 
 
 async def test_attach_to_an_unknown_dossier_changes_nothing(
