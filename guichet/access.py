@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import jinja2
 from aiohttp import web
 
 from guichet import auth
+from guichet.parts import web_pages
 from models.store import Store
 
 SESSION_COOKIE = "guichet_session"
@@ -85,11 +85,7 @@ class Access:
         self.store = store
         self.secure = secure_cookies
         self.throttle = auth.LoginThrottle()
-        self.pages = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(templates_dir / "web"),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-        )
+        self.pages = web_pages(templates_dir)
         self.static_dir = templates_dir / "web" / "static"
 
     def routes(self) -> list[web.AbstractRouteDef]:

@@ -12,9 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from guichet.parts import mail_identity, reference_rules
 from guichet.settings import Settings
 from intake.closing import UnknownDossier, close_dossier
-from intake.coverage import load_claim_types, load_rates
 from intake.dossiers import beneficiaries_for, next_reference
 from intake.evaluate import SETTLED, ReferenceRules, _evaluate_dossier
 from models import jobs
@@ -68,17 +68,8 @@ class Workspace:
     def from_settings(cls, settings: Settings) -> Workspace:
         return cls(
             renderer=TemplateRenderer(settings.templates_dir, settings.default_language),
-            identity=MailIdentity(
-                display_name=settings.mail_from_name,
-                local_part=settings.mail_from_local,
-                domain=settings.reply_domain,
-                own_domains=settings.mail_domains,
-            ),
-            rules=ReferenceRules(
-                claim_types=load_claim_types(settings.config_dir / "claim_types.toml"),
-                rates=load_rates(settings.config_dir / "exchange_rates.toml"),
-                doc_threshold=settings.review_threshold_doc_type,
-            ),
+            identity=mail_identity(settings),
+            rules=reference_rules(settings),
             sla=timedelta(hours=settings.inbox_sla_hours),
         )
 

@@ -28,6 +28,7 @@ from guichet.classify import (
     train_models,
     training_texts,
 )
+from guichet.parts import web_pages
 from guichet.service import build_runner, open_store, reading_limits, serve
 from guichet.settings import Settings, SettingsError, load_settings
 from intake.reading import OcrPool
@@ -174,7 +175,7 @@ async def _report(settings: Settings, args: argparse.Namespace) -> int:
     if args.format == "csv":
         content = reports.to_csv(report, args.lang)
     else:
-        pages = reports.page_templates(settings.templates_dir)
+        pages = web_pages(settings.templates_dir, strict=False)
         content = reports.to_html(report, pages, args.lang)
     if args.out is None:
         sys.stdout.write(content)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import jinja2
 import nh3
 from aiohttp import web
 from markupsafe import Markup, escape
@@ -24,6 +23,7 @@ from sqlalchemy.orm import selectinload
 from guichet import actions
 from guichet.access import identity, language
 from guichet.live import LiveFeed
+from guichet.parts import web_pages
 from guichet.settings import Settings
 from models.clock import utcnow
 from models.store import Store
@@ -392,11 +392,7 @@ class Inbox:
         self.store = store
         self.ws = actions.Workspace.from_settings(settings)
         self.live = live
-        self.pages = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(settings.templates_dir / "web"),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-        )
+        self.pages = web_pages(settings.templates_dir)
         self.pages.filters["sanitise"] = lambda html: Markup(sanitise(html or ""))  # noqa: S704
         self.pages.filters["highlight"] = highlight
         self.pages.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M") if v else ""

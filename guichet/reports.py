@@ -20,6 +20,7 @@ from sqlalchemy import String, case, cast, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from guichet.access import language, require
+from guichet.parts import web_pages
 from models.clock import utcnow
 from models.store import Store
 from models.tables import (
@@ -520,12 +521,6 @@ def chart(table: Table, lang: str) -> Chart | None:
     return Chart(bars, len(bars) * BAR_HEIGHT)
 
 
-def page_templates(templates_dir: Path) -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir / "web"), autoescape=True
-    )
-
-
 def to_html(
     report: Report, pages: jinja2.Environment, lang: str = "fr", *, standalone: bool = True
 ) -> str:
@@ -559,7 +554,7 @@ class ReportViews:
 
     def __init__(self, store: Store, templates_dir: Path) -> None:
         self.store = store
-        self.pages = page_templates(templates_dir)
+        self.pages = web_pages(templates_dir, strict=False)
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [web.get("/inbox/reports", self.page), web.get("/api/reports", self.api)]

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import jinja2
 from aiohttp import web
 from sqlalchemy import BindParameter, TextClause, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from guichet.access import identity, language
+from guichet.parts import web_pages
 from models.store import Store
 from models.tables import Contact, UTCDateTime
 
@@ -513,12 +513,6 @@ TEXTS = {
 CHANNELS = ("email", "sms", "chat", "edi", "ged")
 
 
-def page_templates(templates_dir: Path) -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir / "web"), autoescape=True
-    )
-
-
 def _date_param(query: Any, name: str) -> date | None:
     raw = query.get(name) or None
     if raw is None:
@@ -555,7 +549,7 @@ class SearchViews:
 
     def __init__(self, store: Store, templates_dir: Path) -> None:
         self.store = store
-        self.pages = page_templates(templates_dir)
+        self.pages = web_pages(templates_dir, strict=False)
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [web.get("/api/search", self.api), web.get("/inbox/search", self.page)]

@@ -17,10 +17,9 @@ from classifiers.qualify import Qualifier
 from guichet.access import Access
 from guichet.api import create_app
 from guichet.live import LiveFeed
+from guichet.parts import mail_identity, reference_rules
 from guichet.settings import Settings, SettingsError
 from guichet.wiring import ChannelParts, build_channels
-from intake.coverage import load_claim_types, load_rates
-from intake.evaluate import ReferenceRules
 from intake.invoices import load_tariffs
 from intake.pipeline import ContactPipeline, IntakeContext
 from intake.reading import OcrPool, ReadingLimits
@@ -28,7 +27,6 @@ from intake.runner import JobHandler, JobRunner, RetryPolicy
 from intake.understand import Understanding
 from models import migrate
 from models.store import Store
-from responders.acknowledge import MailIdentity
 from responders.decide import ReplyPolicy, parse_reminder_days
 from responders.outbox import missing_list_check
 from responders.render import TemplateRenderer
@@ -83,12 +81,7 @@ def build_runner(
     understanding: Understanding | None = None,
     channels: ChannelParts | None = None,
 ) -> JobRunner:
-    identity = MailIdentity(
-        display_name=settings.mail_from_name,
-        local_part=settings.mail_from_local,
-        domain=settings.reply_domain,
-        own_domains=settings.mail_domains,
-    )
+    identity = mail_identity(settings)
     context = IntakeContext(
         store=store,
         ocr=ocr,
@@ -96,11 +89,7 @@ def build_runner(
         renderer=TemplateRenderer(settings.templates_dir, settings.default_language),
         identity=identity,
         understanding=understanding or build_understanding(settings),
-        rules=ReferenceRules(
-            claim_types=load_claim_types(settings.config_dir / "claim_types.toml"),
-            rates=load_rates(settings.config_dir / "exchange_rates.toml"),
-            doc_threshold=settings.review_threshold_doc_type,
-        ),
+        rules=reference_rules(settings),
         replies=reply_policy(settings),
         tariffs=load_tariffs(settings.config_dir / "tariffs.toml"),
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy.engine import make_url
 
 from models import migrate
@@ -122,3 +123,28 @@ async def relay() -> AsyncIterator[Relay]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+#: Debian's Chromium, which the install puts there; the browser tests skip without it.
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(locale="fr-FR")
+    try:
+        yield await context.new_page()
+    finally:
+        await context.close()

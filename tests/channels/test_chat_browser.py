@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -16,9 +16,8 @@ from channels.chat import ChatLimits
 from models.store import Store
 from models.tables import Contact
 from tests.channels.test_chat import PHOTO, ChatServer
-from tests.conftest import free_port
+from tests.conftest import CHROMIUM, free_port
 
-CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
 
@@ -33,27 +32,6 @@ def database_url(tmp_path: Path) -> str:
 async def server(store: Store) -> AsyncIterator[ChatServer]:
     async with ChatServer(store, ChatLimits(max_upload_bytes=5_000_000)) as srv:
         yield srv
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(locale="fr-FR")
-    try:
-        yield await context.new_page()
-    finally:
-        await context.close()
 
 
 async def contacts_with_documents(store: Store) -> list[Contact]:

@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, Request, async_playwright, expect
+from playwright.async_api import Page, Request, expect
 
 from models.inbound import InboundContact
 from models.store import Store
+from tests.conftest import CHROMIUM
 from tests.guichet.site import Site, serve_site
 from tests.guichet.test_actions import Seeded, seed
 from tests.responders.flow import REF, load_demo
 
-CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
 
@@ -33,27 +33,6 @@ async def site(store: Store) -> AsyncIterator[tuple[Site, Seeded]]:
     seeded = await seed(store)
     async with serve_site(store, [("marie", "gestionnaire")]) as site:
         yield site, seeded
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(locale="fr-FR")
-    try:
-        yield await context.new_page()
-    finally:
-        await context.close()
 
 
 async def sign_in(page: Page, url: str, next_: str = "") -> None:
