@@ -11,12 +11,14 @@ from models.tables import OutboundMessage
 
 
 class DeliveryError(Exception):
-    """Sending failed; ``permanent`` says whether trying again could ever help."""
+    """Sending failed; ``permanent`` says whether trying again could ever help, ``uncertain``
+    that the peer may have taken the message all the same (so it must not be sent again)."""
 
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+    def __init__(self, reason: str, *, permanent: bool = False, uncertain: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        self.uncertain = uncertain
 
 
 class Sender(Protocol):

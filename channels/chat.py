@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,8 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from aiohttp import BodyPartReader, WSCloseCode, WSMsgType, web
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import selectinload
 
@@ -42,6 +44,8 @@ MAX_FRAME_BYTES = 64 * 1024
 MAX_FILES = 10
 MAX_FIELD_BYTES = 4 * MAX_TEXT_CHARS
 HISTORY_LIMIT = 200
+#: PostgreSQL NOTIFY channel announcing a recorded reply (payload: its id) to every front.
+NOTIFY_CHANNEL = "guichet_chat_reply"
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PHONE = re.compile(r"\+?[0-9 .()-]{6,30}")
 STATIC_FILES = {
@@ -190,6 +194,7 @@ class WebChat:
         self._open: dict[str, set[web.WebSocketResponse]] = {}
         self._sockets: set[web.WebSocketResponse] = set()
         self._closing = False
+        self._listener: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ adapter
     def routes(self) -> Sequence[web.RouteDef]:
@@ -203,10 +208,58 @@ class WebChat:
 
     async def start(self) -> None:
         self._closing = False
+        if self._shared:
+            self._listener = asyncio.create_task(self._listen(), name="chat replies")
+
+    @property
+    def _shared(self) -> bool:
+        """On PostgreSQL, replies may be delivered by a worker in another process or on
+        another host: they are announced with NOTIFY and each front pushes its own windows."""
+        return self.store.engine.dialect.name == "postgresql"
+
+    async def _listen(self) -> None:
+        url = self.store.engine.url.set(drivername="postgresql")
+        delay = 1.0
+        while not self._closing:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    url.render_as_string(hide_password=False), autocommit=True
+                ) as connection:
+                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    delay = 1.0
+                    async for note in connection.notifies():
+                        await self._announced(note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Replies recorded meanwhile are not lost: windows get them with the history
+                # when they resume.
+                log.warning("chat: listening for replies failed (%s); again in %.0fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _announced(self, payload: str) -> None:
+        if not payload.isdigit():
+            return
+        async with self.store.sessions() as session:
+            row = (
+                await session.execute(
+                    select(ChatReply, ChatConversation.public_id)
+                    .join(ChatConversation, ChatConversation.id == ChatReply.conversation_id)
+                    .where(ChatReply.id == int(payload))
+                )
+            ).one_or_none()
+        if row is not None:
+            await self._push(row[1], self._reply_frame(row[0]))
 
     async def stop(self) -> None:
         """Close every websocket: the pages reconnect to whichever process serves next."""
         self._closing = True
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         sockets = list(self._sockets)
         await asyncio.gather(
             *(s.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping") for s in sockets),
@@ -623,8 +676,16 @@ class WebChat:
                 session.add(reply)
                 await session.flush()
             frame = self._reply_frame(reply)
-        pushed = await self._push(public_id, frame)
+            if self._shared:
+                # Delivered with the commit, to every front (this process's included).
+                await session.execute(
+                    text("SELECT pg_notify(:channel, :payload)"),
+                    {"channel": NOTIFY_CHANNEL, "payload": str(reply.id)},
+                )
         where = f"chat:{public_id} reply {reply.id}"
+        if self._shared:
+            return f"{where}: recorded, announced to the fronts' open windows"
+        pushed = await self._push(public_id, frame)
         if pushed:
             return f"{where}: recorded, pushed live to {pushed} open window(s)"
         return f"{where}: recorded, no window open; shown when the visitor comes back"

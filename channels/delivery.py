@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.base import DeliveryError, Sender
+from intake.runner import RetryPolicy
 from models.clock import utcnow
 from models.jobs import DELIVER_JOB, ClaimedJob
 from models.store import Store, audit
@@ -44,6 +45,8 @@ class OutboxDelivery:
         self.store = store
         self.senders = dict(senders)
         self.checks = tuple(checks)
+        #: Its own retry policy, set by the composition root (intake.runner.policy_for).
+        self.retry: RetryPolicy | None = None
 
     async def run(self, job: ClaimedJob) -> None:
         async with self.store.sessions() as session, session.begin():
@@ -73,6 +76,12 @@ class OutboxDelivery:
         try:
             provider_id = await sender.send(message)
         except DeliveryError as exc:
+            if exc.uncertain:
+                # Sending again could deliver it twice (DESIGN rule 3): a person decides.
+                async with self.store.sessions() as session, session.begin():
+                    sending = await session.get_one(OutboundMessage, message.id)
+                    await self._uncertain(session, sending, exc.reason)
+                return
             await self._finish(message.id, "failed" if exc.permanent else "queued", exc.reason)
             if not exc.permanent:
                 raise
@@ -127,11 +136,15 @@ class OutboxDelivery:
             note=reason,
         )
 
-    async def _uncertain(self, session: AsyncSession, message: OutboundMessage) -> None:
-        reason = (
+    async def _uncertain(
+        self,
+        session: AsyncSession,
+        message: OutboundMessage,
+        reason: str = (
             "the service stopped while handing this reply to the transport; "
             "it may or may not have left"
-        )
+        ),
+    ) -> None:
         message.status = "uncertain"
         message.status_reason = reason
         audit(

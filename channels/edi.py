@@ -20,14 +20,17 @@ from pydifact.serializer import Serializer
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from channels.drops import DropFolder, move_done, move_error
-from models.blobs import BlobStoreError, write_durably
+from channels.drops import DropFolder, TryLater, move_done, move_error
+from models.blobs import BlobStoreError, InsufficientStorage, write_durably
 from models.clock import utcnow
 from models.inbound import InboundContact
 from models.store import Envelope, Store, audit
 from models.tables import EdiInterchange, ProviderInvoice
 
 log = logging.getLogger(__name__)
+
+#: What a 503 asks the uploader to wait before sending the interchange again.
+RETRY_AFTER_SECONDS = 60
 
 CHANNEL = "edi"
 #: The UNA of syntax 3 with a decimal point, used when an interchange has no UNA (and in ours).
@@ -790,7 +793,7 @@ class EdiAdapter:
     async def handle_file(self, path: Path) -> None:
         """Stored files go to done/ (error/ with the reason when the interchange was
         rejected); a file that is not EDIFACT goes to error/ and nothing is stored. A store
-        failure raises, and the watcher parks the file in error/ with that reason."""
+        failure (disk full, database down) is not the file's fault: it stays for a later pass."""
         size = (await asyncio.to_thread(path.stat)).st_size
         if size > self.max_bytes:
             await asyncio.to_thread(
@@ -803,6 +806,8 @@ class EdiAdapter:
         except NotEdifact as exc:
             await asyncio.to_thread(move_error, path, str(exc))
             return
+        except (SQLAlchemyError, OSError) as exc:
+            raise TryLater(f"could not store {path.name}: {exc}") from exc
         interchange = received.interchange
         if interchange.status == "rejected":
             problem = interchange.problem or next(
@@ -829,9 +834,18 @@ class EdiAdapter:
         except NotEdifact as exc:
             return web.json_response({"error": str(exc)}, status=400)
         except (BlobStoreError, SQLAlchemyError, OSError) as exc:
-            log.error("could not store an EDI upload: %s", exc)
+            # Temporary: the provider's system sends the same interchange again later, and a
+            # copy that was stored after all becomes a duplicate, never a second contact.
+            if isinstance(exc, InsufficientStorage):
+                log.error("refusing an EDI upload from %s for now: %s", request.remote, exc)
+                error = "insufficient storage on the server, send the interchange again later"
+            else:
+                log.error("could not store an EDI upload from %s: %s", request.remote, exc)
+                error = "temporary failure storing the interchange, try again"
             return web.json_response(
-                {"error": "temporary failure storing the interchange, try again"}, status=503
+                {"error": error},
+                status=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         interchange = received.interchange
         problem = interchange.problem

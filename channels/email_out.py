@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
+from typing import Any
 
 import aiosmtplib
 
@@ -124,27 +125,48 @@ class SmtpRelaySender:
         attachments = await self._attachments(message)
         email = build_email(message, self.from_name, self.from_address, attachments)
         automatic = message.headers.get("Auto-Submitted", "no") != "no"
+        client = _RelayClient(
+            hostname=self.host, port=self.port, timeout=self.timeout, start_tls=False
+        )
         try:
-            errors, response = await aiosmtplib.send(
-                email,
-                sender="" if automatic else self.from_address,
-                recipients=[message.recipient],
-                hostname=self.host,
-                port=self.port,
-                timeout=self.timeout,
-                start_tls=False,
-            )
+            await client.connect()
+            try:
+                errors, response = await client.send_message(
+                    email,
+                    sender="" if automatic else self.from_address,
+                    recipients=[message.recipient],
+                )
+            finally:
+                client.close()
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             raise DeliveryError(
                 f"relay refused the recipient: {exc}", permanent=all(c >= 500 for c in codes)
             ) from exc
         except aiosmtplib.SMTPResponseException as exc:
+            # The relay answered: it did not take the message.
             raise DeliveryError(
                 f"relay answered {exc.code} {exc.message}", permanent=exc.code >= 500
             ) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
+            if client.handed_over:
+                # The body went out and no answer came back: the relay may have queued it.
+                # Sending again could mean a second copy, so a person decides (DESIGN rule 3).
+                raise DeliveryError(
+                    f"relay {self.host}:{self.port} did not answer after the message: {exc}",
+                    uncertain=True,
+                ) from exc
             raise DeliveryError(f"relay {self.host}:{self.port} unreachable: {exc}") from exc
         if errors:
             raise DeliveryError(f"relay refused: {errors}", permanent=True)
         return response
+
+
+class _RelayClient(aiosmtplib.SMTP):
+    """An SMTP client that knows whether it started handing over the message body."""
+
+    handed_over = False
+
+    async def data(self, message: str | bytes, /, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        self.handed_over = True
+        return await super().data(message, **kwargs)

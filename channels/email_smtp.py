@@ -13,7 +13,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.exc import SQLAlchemyError
 
 from channels.email_message import parse_email, synthetic_key
-from models.blobs import BlobStoreError
+from models.blobs import BlobStoreError, InsufficientStorage
 from models.inbound import InboundContact
 from models.store import Accepted, Envelope, Store
 
@@ -86,6 +86,10 @@ class SmtpIntake:
         )
         try:
             accepted, _ = await ingest_email(self.store, raw, transport)
+        except InsufficientStorage as exc:
+            # RFC 5321's code for this case; the client keeps the message and retries later.
+            log.error("refusing a message from %s for now: %s", transport.peer, exc)
+            return "452 4.3.1 Insufficient system storage, please try again later"
         except (BlobStoreError, SQLAlchemyError, OSError) as exc:
             # Nothing is acknowledged unless it is stored: the client keeps it and retries.
             log.error("could not store a message from %s: %s", transport.peer, exc)

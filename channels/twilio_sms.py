@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import aiohttp
 import phonenumbers
+import urllib3
 from aiohttp import web
 from multidict import MultiDict
 from sqlalchemy import select
@@ -31,7 +32,7 @@ from twilio.rest import Client
 
 from channels.base import DeliveryError
 from models import jobs
-from models.blobs import BlobStoreError
+from models.blobs import BlobStoreError, InsufficientStorage
 from models.clock import utcnow
 from models.inbound import InboundContact
 from models.jobs import CONTACT_JOB, ClaimedJob
@@ -49,6 +50,8 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 #: Twilio accepts at most 10 media per message; a form claiming more is not trusted further.
 MAX_MEDIA = 10
 MAX_REDIRECTS = 5
+#: What a 503 asks the caller to wait before trying again (disk nearly full, store down).
+RETRY_AFTER_SECONDS = 60
 #: What a webhook may carry into the store: Twilio SIDs are 34 characters, states one word;
 #: anything else is refused with a 400 rather than failing on a column size.
 _SID = re.compile(r"[A-Za-z0-9_-]{1,60}")
@@ -246,8 +249,15 @@ class TwilioWebhooks:
                 await record_opt_change(self.store, sender, keyword, text, accepted.contact_id)
         except (BlobStoreError, SQLAlchemyError, OSError) as exc:
             # Not acknowledged, so Twilio's retry (or its fallback URL) gets another chance.
-            log.error("could not store Twilio message %s: %s", sid, exc)
-            return web.Response(status=503, text="temporary failure storing the message\n")
+            if isinstance(exc, InsufficientStorage):
+                log.error("refusing Twilio message %s for now: %s", sid, exc)
+                text = "insufficient storage, try again later\n"
+            else:
+                log.error("could not store Twilio message %s: %s", sid, exc)
+                text = "temporary failure storing the message\n"
+            return web.Response(
+                status=503, text=text, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            )
         self.wake()
         return web.Response(body=EMPTY_TWIML.encode(), content_type="text/xml", charset="utf-8")
 
@@ -413,7 +423,7 @@ class TwilioSender:
         except TwilioRestException as exc:
             raise rest_error(exc) from exc
         except OSError as exc:  # requests' errors are OSErrors: connection refused, timeout…
-            raise DeliveryError(f"Twilio unreachable: {type(exc).__name__}: {exc}") from exc
+            raise transport_error(exc) from exc
         finally:
             if http.session is not None:
                 http.session.close()
@@ -421,6 +431,26 @@ class TwilioSender:
             # Accepted but unnamed: trying again could send it twice, so it stops here.
             raise DeliveryError("Twilio accepted the message but returned no SID", permanent=True)
         return str(created.sid)
+
+
+def transport_error(exc: OSError) -> DeliveryError:
+    """Trying again is safe only when no connection was made (refused, name not found, connect
+    timeout): the request cannot have reached Twilio. Once it may have been sent (no answer in
+    time, connection lost or TLS broken on the way), Twilio may have taken the message and a
+    second request could send the SMS twice: the reply becomes uncertain instead."""
+    name = f"{type(exc).__name__}: {exc}"
+    # requests wraps urllib3's error: a MaxRetryError for a ConnectTimeoutError (refused and
+    # unresolvable are kinds of it) is the one case where no byte of the request left.
+    cause = exc.args[0] if exc.args else None
+    if isinstance(cause, urllib3.exceptions.MaxRetryError) and isinstance(
+        cause.reason, urllib3.exceptions.ConnectTimeoutError
+    ):
+        return DeliveryError(f"Twilio unreachable: {name}")
+    return DeliveryError(
+        f"Twilio's answer was lost ({name}): the request may have reached it and the SMS may"
+        " have left; check the number's message log before sending it again",
+        uncertain=True,
+    )
 
 
 def rest_error(exc: TwilioRestException) -> DeliveryError:

@@ -120,7 +120,8 @@ def respond_again(session: AsyncSession, contact: Contact) -> None:
     (contact + purpose, dossier + round) keep it from repeating what was already sent."""
     if contact.step == "done":
         contact.step = "respond"
-        jobs.enqueue(session, CONTACT_JOB, contact.id)
+        lock = None if contact.dossier_id is None else jobs.dossier_lock(contact.dossier_id)
+        jobs.enqueue(session, CONTACT_JOB, contact.id, lock=lock)
 
 
 def _ref(contact: Contact) -> str | None:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import getpass
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -18,7 +17,7 @@ from channels.email_smtp import ingest_email
 from channels.ged import DossierNotFound, export_dossier
 from classifiers.corpus import CorpusError, read_corpus, split
 from classifiers.qualify import Qualifier
-from guichet import auth, reports
+from guichet import auth, logs, privacy, reports
 from guichet.classify import (
     FileClassifier,
     Reader,
@@ -29,7 +28,7 @@ from guichet.classify import (
     training_texts,
 )
 from guichet.parts import web_pages
-from guichet.service import build_runner, open_store, reading_limits, serve
+from guichet.service import build_runner, open_store, reading_limits, serve, work
 from guichet.settings import Settings, SettingsError, load_settings
 from intake.reading import OcrPool
 from models import migrate
@@ -52,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve_cmd = commands.add_parser("serve", help="run HTTP, SMTP intake and workers")
     serve_cmd.add_argument("--no-workers", action="store_true", help="run the front only")
+    commands.add_parser(
+        "worker", help="run job workers only (PostgreSQL; as many as needed, on any host)"
+    )
 
     commands.add_parser("demo", help="load the demo contracts, beneficiaries and dossiers")
 
@@ -132,6 +134,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     ged_cmd.add_argument("ref", help="dossier reference, e.g. AS-2026-000001")
 
+    subject_cmd = commands.add_parser(
+        "export-subject", help="everything held about one person, as a ZIP (access request)"
+    )
+    subject_cmd.add_argument("identifier", metavar="EMAIL|PHONE")
+    subject_cmd.add_argument(
+        "--output", type=Path, help="ZIP file to write (default ./subject-<digest>.zip)"
+    )
+    purge_cmd = commands.add_parser(
+        "purge", help="delete dossiers closed more than retention_days ago, with their data"
+    )
+    purge_cmd.add_argument("--dry-run", action="store_true", help="only say what would go")
+
     report_cmd = commands.add_parser(
         "report", help="activity report (tableaux de synthèse) over a date range"
     )
@@ -155,6 +169,35 @@ async def _ged_export(settings: Settings, ref: str) -> int:
         await store.close()
     for path in written:
         print(path)
+    return 0
+
+
+async def _export_subject(settings: Settings, identifier: str, output: Path | None) -> int:
+    migrate.upgrade(settings.effective_database_url)
+    store = open_store(settings)
+    try:
+        result = await privacy.export_subject(store, identifier, output)
+    except OSError as exc:
+        print(f"guichet: cannot write the export: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await store.close()
+    if result is None:
+        print("guichet: nothing is held about this person", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0
+
+
+async def _purge(settings: Settings, dry_run: bool) -> int:
+    migrate.upgrade(settings.effective_database_url)
+    store = open_store(settings)
+    try:
+        report = await privacy.purge_expired(store, settings.retention_days, dry_run=dry_run)
+    finally:
+        await store.close()
+    for line in privacy.purge_lines(report):
+        print(line)
     return 0
 
 
@@ -324,9 +367,10 @@ async def _ingest(settings: Settings, files: Sequence[Path], process: bool) -> i
                 tqdm.write(f"{path}: cannot read: {exc.strerror}")
                 failures += 1
                 continue
-            accepted, inbound = await ingest_email(store, raw, Envelope(peer=f"file:{path.name}"))
+            accepted, _ = await ingest_email(store, raw, Envelope(peer=f"file:{path.name}"))
             state = "duplicate of" if accepted.duplicate else "stored as"
-            tqdm.write(f"{path}: {state} contact {accepted.contact_id} ({inbound.subject[:60]!r})")
+            # Not the subject: it is the sender's words, and this output ends up in logs.
+            tqdm.write(f"{path}: {state} contact {accepted.contact_id}")
         if ocr is not None:
             runner = build_runner(settings, store, ocr)
             ran = await runner.run_pending()
@@ -340,13 +384,7 @@ async def _ingest(settings: Settings, files: Sequence[Path], process: bool) -> i
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        # Alembic narrates every start-up check at INFO; only a real migration is news.
-        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    logs.configure_logging(args.verbose)
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
@@ -355,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             asyncio.run(serve(settings, workers=not args.no_workers))
+        elif args.command == "worker":
+            asyncio.run(work(settings))
         elif args.command == "db":
             migrate.upgrade(settings.effective_database_url)
             print("database is at the latest schema")
@@ -372,11 +412,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_export_corrections(settings, args.folder))
         elif args.command == "ged-export":
             return asyncio.run(_ged_export(settings, args.ref))
+        elif args.command == "export-subject":
+            return asyncio.run(_export_subject(settings, args.identifier, args.output))
+        elif args.command == "purge":
+            return asyncio.run(_purge(settings, args.dry_run))
         elif args.command in ("eval", "classify"):
             return asyncio.run(_classify_or_eval(settings, args))
         elif args.command == "report":
             return asyncio.run(_report(settings, args))
-    except (ReferenceDataError, CorpusError, auth.AccessError, reports.ReportError) as exc:
+    except (
+        ReferenceDataError,
+        CorpusError,
+        auth.AccessError,
+        reports.ReportError,
+        privacy.SubjectError,
+    ) as exc:
         print(f"guichet: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

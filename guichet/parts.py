@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jinja2
+from sqlalchemy.engine import make_url
 
 from guichet.settings import Settings
 from intake.coverage import load_claim_types, load_rates
@@ -42,3 +43,9 @@ def web_pages(templates_dir: Path, *, strict: bool = True) -> jinja2.Environment
         autoescape=True,
         undefined=jinja2.StrictUndefined if strict else jinja2.Undefined,
     )
+
+
+def uses_worker_pool(settings: Settings) -> bool:
+    """On PostgreSQL, jobs and periodic work run on procrastinate workers (guichet/workers.py),
+    any number of processes on any number of hosts; with SQLite, in the one service process."""
+    return make_url(settings.effective_database_url).get_backend_name() == "postgresql"

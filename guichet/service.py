@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Sequence
 from datetime import timedelta
 
 from aiohttp import web
@@ -17,13 +18,16 @@ from classifiers.qualify import Qualifier
 from guichet.access import Access
 from guichet.api import create_app
 from guichet.live import LiveFeed
-from guichet.parts import mail_identity, reference_rules
+from guichet.parts import mail_identity, reference_rules, uses_worker_pool
+from guichet.privacy import purge_expired
 from guichet.settings import Settings, SettingsError
+from guichet.sweeps import sla_sweep
 from guichet.wiring import ChannelParts, build_channels
+from guichet.workers import PoolTimings, WorkerPool
 from intake.invoices import load_tariffs
 from intake.pipeline import ContactPipeline, IntakeContext
 from intake.reading import OcrPool, ReadingLimits
-from intake.runner import JobHandler, JobRunner, RetryPolicy
+from intake.runner import JobHandler, JobRunner, Periodic, RetryPolicy
 from intake.understand import Understanding
 from models import migrate
 from models.store import Store
@@ -36,7 +40,7 @@ log = logging.getLogger(__name__)
 
 def open_store(settings: Settings) -> Store:
     settings.home.mkdir(parents=True, exist_ok=True)
-    return Store.open(settings.effective_database_url, settings.blob_dir)
+    return Store.open(settings.effective_database_url, settings.blob_dir, settings.min_free_bytes)
 
 
 def reading_limits(settings: Settings) -> ReadingLimits:
@@ -74,13 +78,14 @@ def reply_policy(settings: Settings) -> ReplyPolicy:
     )
 
 
-def build_runner(
+def build_handlers(
     settings: Settings,
     store: Store,
     ocr: OcrPool,
     understanding: Understanding | None = None,
     channels: ChannelParts | None = None,
-) -> JobRunner:
+) -> dict[str, JobHandler]:
+    """Every job handler, whichever engine runs them."""
     identity = mail_identity(settings)
     context = IntakeContext(
         store=store,
@@ -92,6 +97,7 @@ def build_runner(
         rules=reference_rules(settings),
         replies=reply_policy(settings),
         tariffs=load_tariffs(settings.config_dir / "tariffs.toml"),
+        dossier_locks=uses_worker_pool(settings),
     )
     relay_host, relay_port = settings.relay_address
     channels = channels or ChannelParts()
@@ -101,14 +107,69 @@ def build_runner(
     senders = {sender.channel: sender for sender in [email, *channels.senders]}
     pipeline = ContactPipeline(context)
     delivery = OutboxDelivery(store, senders, checks=[missing_list_check, *channels.checks])
+    delivery.retry = RetryPolicy(
+        settings.delivery_max_attempts, settings.job_backoff_seconds, max_backoff_seconds=300
+    )
     handlers: list[JobHandler] = [pipeline, delivery, *channels.handlers]
+    return {handler.kind: handler for handler in handlers}
+
+
+def build_runner(
+    settings: Settings,
+    store: Store,
+    ocr: OcrPool,
+    understanding: Understanding | None = None,
+    channels: ChannelParts | None = None,
+    periodic: Sequence[Periodic] = (),
+) -> JobRunner:
+    """The embedded runner (also what the CLI and the tests drive with ``run_pending``)."""
     return JobRunner(
         store,
-        {handler.kind: handler for handler in handlers},
+        build_handlers(settings, store, ocr, understanding, channels),
         workers=settings.workers,
-        retry=RetryPolicy(settings.job_max_attempts, settings.job_backoff_seconds),
+        retry=retry_policy(settings),
         poll_seconds=settings.job_poll_seconds,
         lease=timedelta(minutes=15),
+        periodic=periodic,
+    )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(settings.job_max_attempts, settings.job_backoff_seconds)
+
+
+def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
+    """What runs on a schedule beside the jobs, on either engine."""
+    tasks = [
+        Periodic("sla_sweep", "* * * * *", lambda: sla_sweep(store, settings.inbox_sla_hours)),
+    ]
+    if settings.retention_days > 0:
+        # Nightly, when the inbox is quiet; it deletes one dossier per transaction.
+        tasks.append(
+            Periodic(
+                "retention", "30 3 * * *", lambda: purge_expired(store, settings.retention_days)
+            )
+        )
+    return tasks
+
+
+def build_engine(
+    settings: Settings,
+    store: Store,
+    ocr: OcrPool,
+    understanding: Understanding | None = None,
+    channels: ChannelParts | None = None,
+) -> JobRunner | WorkerPool:
+    periodic = periodic_tasks(settings, store) + (channels.periodic if channels else [])
+    if not uses_worker_pool(settings):
+        return build_runner(settings, store, ocr, understanding, channels, periodic)
+    return WorkerPool(
+        store,
+        settings.effective_database_url,
+        build_handlers(settings, store, ocr, understanding, channels),
+        retry=retry_policy(settings),
+        timings=PoolTimings(concurrency=settings.workers, poll_seconds=settings.job_poll_seconds),
+        periodic=periodic,
     )
 
 
@@ -123,7 +184,7 @@ class Service:
         # The adapters wake the workers, which do not exist yet: hence the late lookup.
         self.live = LiveFeed(self.store)
         self.channels = build_channels(settings, self.store, self._accepted)
-        self.runner = build_runner(
+        self.runner = build_engine(
             settings, self.store, self.ocr, self.understanding, self.channels
         )
         self._http: web.AppRunner | None = None
@@ -182,12 +243,46 @@ class Service:
         await self.store.close()
 
 
-async def serve(settings: Settings, *, workers: bool = True) -> None:
-    service = Service(settings)
+def _stop_on_signals() -> asyncio.Event:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    return stopping
+
+
+async def work(settings: Settings) -> None:
+    """``guichet worker``: jobs only, from PostgreSQL; run as many as the load needs, on any
+    host that sees the database and the blob folder."""
+    if not uses_worker_pool(settings):
+        raise SettingsError(
+            "guichet worker takes its jobs from PostgreSQL: set GUICHET_DATABASE_URL to a "
+            "postgresql+psycopg:// URL (with SQLite, guichet serve runs its own workers)"
+        )
+    stopping = _stop_on_signals()
+    store = open_store(settings)
+    ocr = OcrPool(settings.ocr_pool_size)
+    understanding = build_understanding(settings)
+    # The channels' senders and jobs (SMS, chat, MMS media) are needed; their adapters are not
+    # started here: fronts receive, workers process.
+    channels = build_channels(settings, store, lambda: None)
+    pool = build_engine(settings, store, ocr, understanding, channels)
+    try:
+        await asyncio.to_thread(migrate.upgrade, settings.effective_database_url)
+        await asyncio.to_thread(understanding.qualifier.warm_up)
+        await pool.start()
+        print(f"Guichet worker is running: {pool.worker_id}", flush=True)
+        await stopping.wait()
+        log.info("stopping")
+    finally:
+        await pool.stop()
+        await asyncio.to_thread(ocr.shutdown)
+        await store.close()
+
+
+async def serve(settings: Settings, *, workers: bool = True) -> None:
+    service = Service(settings)
+    stopping = _stop_on_signals()
     try:
         await service.start(workers=workers)
         print(

@@ -30,12 +30,18 @@ class Settings:
     smtp_port: int = 2525
     smtp_relay: str = "127.0.0.1:25"
     smtp_max_message_bytes: int = 25 * 1024 * 1024
+    #: Free space kept on the blob folder's disk: below it new contacts are refused for now
+    #: (SMTP 452, HTTP 503) so that those already accepted can still be processed.
+    min_free_bytes: int = 200 * 1024 * 1024
     mail_domains: tuple[str, ...] = ("guichet.localhost",)
     mail_from_local: str = "sinistres"
     mail_from_name: str = "Guichet Assistance"
     workers: int = 2
     job_max_attempts: int = 5
     job_backoff_seconds: float = 2.0
+    #: Replies wait out a relay or provider outage longer than intake waits for a bug: with
+    #: the doubling backoff capped at 5 minutes, 10 tries span about a quarter of an hour.
+    delivery_max_attempts: int = 10
     job_poll_seconds: float = 1.0
     ocr_languages: str = "fra+eng"
     ocr_processes: int = 0
@@ -80,6 +86,9 @@ class Settings:
     drop_poll_seconds: float = 1.0
     #: Hours after which a contact not marked done counts as past its service level (inbox).
     inbox_sla_hours: int = 48
+    #: Days a closed dossier is kept before ``guichet purge`` deletes it with its contacts,
+    #: documents and replies (0 keeps everything for ever).
+    retention_days: int = 3650
     templates_dir: Path = PROJECT_ROOT / "templates"
     config_dir: Path = PROJECT_ROOT / "config"
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -9,7 +9,7 @@ from channels.base import Adapter, Sender
 from channels.chat import ChatLimits, WebChat
 from channels.delivery import PreSendCheck
 from channels.edi import EdiAdapter, EdiIntake
-from channels.email_imap import ImapAdapter, MailboxConfigError, parse_mailboxes
+from channels.email_imap import ImapAdapter, MailboxConfigError, MailboxPoller, parse_mailboxes
 from channels.ged import GedDrop, GedExport
 from channels.twilio_sms import (
     MediaDownload,
@@ -20,8 +20,9 @@ from channels.twilio_sms import (
     opt_out_check,
 )
 from classifiers.corpus import DOC_TYPES
+from guichet.parts import uses_worker_pool
 from guichet.settings import Settings, SettingsError
-from intake.runner import JobHandler
+from intake.runner import JobHandler, Periodic, every
 from models.store import Store
 
 
@@ -33,6 +34,7 @@ class ChannelParts:
     senders: list[Sender] = field(default_factory=list)
     handlers: list[JobHandler] = field(default_factory=list)
     checks: list[PreSendCheck] = field(default_factory=list)
+    periodic: list[Periodic] = field(default_factory=list)
 
 
 def build_channels(settings: Settings, store: Store, wake: Callable[[], None]) -> ChannelParts:
@@ -110,7 +112,17 @@ def build_channels(settings: Settings, store: Store, wake: Callable[[], None]) -
         mailboxes = parse_mailboxes(settings.extra.get("imap"))
     except MailboxConfigError as exc:
         raise SettingsError(str(exc)) from exc
-    if mailboxes:
+    if mailboxes and uses_worker_pool(settings):
+        # Scaled out, fronts do not read mailboxes (two would read the same mail): each
+        # mailbox is a periodic task of the worker pool, which runs one pass at a time.
+        for mailbox in mailboxes:
+            poller = MailboxPoller(
+                mailbox, store, max_message_bytes=settings.smtp_max_message_bytes, wake=wake
+            )
+            parts.periodic.append(
+                Periodic(f"imap_{mailbox.name}", every(mailbox.poll_seconds), poller.run_once)
+            )
+    elif mailboxes:
         parts.adapters.append(
             ImapAdapter(
                 store, mailboxes, max_message_bytes=settings.smtp_max_message_bytes, wake=wake

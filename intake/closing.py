@@ -28,7 +28,7 @@ async def close_dossier(session: AsyncSession, ref: str, actor: str) -> Dossier:
     before = dossier.status
     dossier.status = CLOSED
     await session.flush()
-    jobs.enqueue(session, jobs.GED_EXPORT_JOB, dossier.id)
+    jobs.enqueue(session, jobs.GED_EXPORT_JOB, dossier.id, lock=jobs.dossier_lock(dossier.id))
     audit(
         session,
         actor,

@@ -19,6 +19,7 @@ from intake.evaluate import ReferenceRules, evaluate
 from intake.invoices import Tariffs, check_invoices
 from intake.reading import OcrPool, Reading, ReadingLimits, read_document
 from intake.understand import Understanding, classify
+from models import jobs
 from models.clock import utcnow
 from models.jobs import CONTACT_JOB, ClaimedJob
 from models.store import Store, audit
@@ -49,6 +50,9 @@ class IntakeContext:
     replies: decide.ReplyPolicy = field(default_factory=decide.ReplyPolicy)
     #: Negotiated provider tariffs (config/tariffs.toml) for the EDI invoice check.
     tariffs: Tariffs = field(default_factory=Tariffs)
+    #: On PostgreSQL workers, the steps after ``match`` run under their dossier's lock
+    #: (``ContactPipeline.run``); one embedded process needs no lock.
+    dossier_locks: bool = False
 
     @property
     def claim_types(self) -> dict[str, ClaimType]:
@@ -345,6 +349,10 @@ STEPS: dict[str, Step] = {
 }
 
 
+#: The steps that read and change the contact's dossier (see ``ContactPipeline._hand_off``).
+LOCKED_STEPS = frozenset({"evaluate", "respond"})
+
+
 def following(step: str) -> str:
     """The step after ``step``; each step records it in the transaction that ends it."""
     names = list(STEPS)
@@ -370,9 +378,25 @@ class ContactPipeline:
                 return
             if step not in STEPS:
                 raise LookupError(f"contact {job.subject_id} is at unknown step {step!r}")
+            if step in LOCKED_STEPS and self.ctx.dossier_locks and await self._hand_off(job):
+                return
             log.debug("contact %s: %s", job.subject_id, step)
             await STEPS[step](self.ctx, job.subject_id)
         raise RuntimeError(f"contact {job.subject_id} did not finish its steps")
+
+    async def _hand_off(self, job: ClaimedJob) -> bool:
+        """Once matched, a contact's remaining steps change its dossier: they go on in a job
+        holding the dossier's lock, so that two contacts of one dossier are never evaluated
+        and answered at once (two documents arriving together would each see the other
+        missing). True when this job handed off and ends here."""
+        async with self.ctx.store.sessions() as session, session.begin():
+            dossier_id = await session.scalar(
+                select(Contact.dossier_id).where(Contact.id == job.subject_id)
+            )
+            if dossier_id is None or job.lock == jobs.dossier_lock(dossier_id):
+                return False
+            jobs.enqueue(session, CONTACT_JOB, job.subject_id, lock=jobs.dossier_lock(dossier_id))
+        return True
 
     async def on_parked(self, session: AsyncSession, job: ClaimedJob, error: str) -> None:
         contact = await session.get(Contact, job.subject_id)

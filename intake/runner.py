@@ -7,11 +7,13 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from croniter import croniter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import jobs
@@ -23,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class JobHandler(Protocol):
-    """Does one kind of job. ``run`` must be safe to repeat: a crash replays it."""
+    """Does one kind of job. ``run`` must be safe to repeat: a crash replays it. A handler may
+    carry its own ``retry`` policy (``policy_for``)."""
 
     kind: str
 
@@ -32,6 +35,25 @@ class JobHandler(Protocol):
     async def on_parked(self, session: AsyncSession, job: ClaimedJob, error: str) -> None:
         """Record, in the job's final transaction, that its subject failed for good."""
         ...
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """Work that runs on a schedule (SLA sweep, retention purge, mailbox polling): ``cron``
+    with an optional sixth field, last, for the seconds (croniter's order). The embedded
+    runner ticks it here; PostgreSQL workers through procrastinate, once per tick across the
+    whole pool."""
+
+    name: str
+    cron: str
+    run: Callable[[], Awaitable[object]]
+
+
+def every(seconds: float) -> str:
+    """A cron schedule of about every ``seconds``: in seconds below a minute, else minutes."""
+    if seconds < 60:
+        return f"* * * * * */{max(round(seconds), 1)}"
+    return f"*/{min(max(round(seconds / 60), 1), 59)} * * * *"
 
 
 @dataclass(frozen=True)
@@ -46,8 +68,8 @@ class RetryPolicy:
 
 
 class JobRunner:
-    """Small on purpose: the interface (start, wake, stop) is what a PostgreSQL worker pool
-    (procrastinate) will implement for scale-out, with the same handlers."""
+    """The embedded (SQLite, one process) runner. On PostgreSQL, guichet/workers.py runs the
+    same handlers through procrastinate behind the same interface (start, wake, stop)."""
 
     def __init__(
         self,
@@ -58,6 +80,7 @@ class JobRunner:
         retry: RetryPolicy | None = None,
         poll_seconds: float = 1.0,
         lease: timedelta = timedelta(minutes=15),
+        periodic: Sequence[Periodic] = (),
     ) -> None:
         self.store = store
         self.handlers = dict(handlers)
@@ -65,9 +88,11 @@ class JobRunner:
         self.retry = retry or RetryPolicy()
         self.poll_seconds = poll_seconds
         self.lease = lease
+        self.periodic = tuple(periodic)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
 
@@ -79,6 +104,9 @@ class JobRunner:
         self._tasks = [
             asyncio.create_task(self._work(n), name=f"guichet-worker-{n}")
             for n in range(self.workers)
+        ] + [
+            asyncio.create_task(self._tick(task), name=f"guichet-{task.name}")
+            for task in self.periodic
         ]
 
     def wake(self) -> None:
@@ -88,6 +116,7 @@ class JobRunner:
         """Let running jobs finish (a reply half handed to the relay would become uncertain),
         then cancel whatever is still running after ``grace_seconds``."""
         self._stopping = True
+        self._stop.set()
         self._wakeup.set()
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=grace_seconds)
@@ -120,37 +149,67 @@ class JobRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.poll_seconds)
 
+    async def _tick(self, task: Periodic) -> None:
+        schedule = croniter(task.cron, datetime.now(UTC))
+        while not self._stop.is_set():
+            due = schedule.get_next(float)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), max(due - time.time(), 0))
+            if self._stop.is_set():
+                return
+            try:
+                await task.run()
+            except Exception:
+                # One failed tick is logged; the next one tries again.
+                log.exception("periodic task %s failed", task.name)
+
     async def _run_one(self, worker: str) -> bool:
         async with self.store.sessions() as session, session.begin():
             job = await jobs.claim(session, worker, tuple(self.handlers), self.lease)
         if job is None:
             return False
-        handler = self.handlers[job.kind]
-        try:
-            await handler.run(job)
-        except Exception as exc:
-            await self._failed(handler, job, exc)
-        else:
-            async with self.store.sessions() as session, session.begin():
-                await jobs.complete(session, job.id)
+        await execute(self.store, self.handlers[job.kind], job, self.retry)
         return True
 
-    async def _failed(self, handler: JobHandler, job: ClaimedJob, exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
-        async with self.store.sessions() as session, session.begin():
-            if job.attempts >= self.retry.max_attempts:
-                log.error("job %s %s/%s parked: %s", job.id, job.kind, job.subject_id, error)
-                await jobs.park(session, job.id, error)
-                await handler.on_parked(session, job, error)
-            else:
-                log.warning(
-                    "job %s %s/%s attempt %d failed: %s",
-                    job.id,
-                    job.kind,
-                    job.subject_id,
-                    job.attempts,
-                    error,
-                )
-                await jobs.retry_later(
-                    session, job.id, error, utcnow() + self.retry.delay(job.attempts)
-                )
+
+def policy_for(handler: JobHandler, default: RetryPolicy) -> RetryPolicy:
+    own = getattr(handler, "retry", None)
+    return own if isinstance(own, RetryPolicy) else default
+
+
+async def execute(
+    store: Store, handler: JobHandler, job: ClaimedJob, retry: RetryPolicy
+) -> timedelta | None:
+    """Run a claimed job and write its outcome to the ledger: done, parked, or to be tried
+    again after the returned delay. Shared by the embedded runner and the PostgreSQL workers
+    (guichet/workers.py), so both retry and park the same way."""
+    try:
+        await handler.run(job)
+    except Exception as exc:
+        return await _failed(store, handler, job, exc, policy_for(handler, retry))
+    async with store.sessions() as session, session.begin():
+        await jobs.complete(session, job.id)
+    return None
+
+
+async def _failed(
+    store: Store, handler: JobHandler, job: ClaimedJob, exc: Exception, retry: RetryPolicy
+) -> timedelta | None:
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    async with store.sessions() as session, session.begin():
+        if job.attempts >= retry.max_attempts:
+            log.error("job %s %s/%s parked: %s", job.id, job.kind, job.subject_id, error)
+            await jobs.park(session, job.id, error)
+            await handler.on_parked(session, job, error)
+            return None
+        log.warning(
+            "job %s %s/%s attempt %d failed: %s",
+            job.id,
+            job.kind,
+            job.subject_id,
+            job.attempts,
+            error,
+        )
+        delay = retry.delay(job.attempts)
+        await jobs.retry_later(session, job.id, error, utcnow() + delay)
+        return delay

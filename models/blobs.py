@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 
 class BlobStoreError(OSError):
     """The blob folder cannot take a write (missing, not writable, full)."""
+
+
+class InsufficientStorage(BlobStoreError):
+    """The disk of the blob folder is (nearly) full: new contacts must wait until space is
+    freed, and transports answer with a temporary refusal (SMTP 452, HTTP 503)."""
+
+
+#: Write errors that mean "no space", whatever the margin said a moment before.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _mb(size: int) -> str:
+    # Megabytes, not bytes: the log filter masks long digit runs as if they were account numbers.
+    return f"{size / 2**20:.1f} MB"
 
 
 def write_durably(target: Path, content: bytes) -> None:
@@ -43,8 +59,38 @@ class BlobStore:
     later be swapped for an object store without touching the callers.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
         self.root = root
+        #: Space kept free on the disk: new contacts are refused below it, so that those
+        #: already accepted can still be processed (documents, replies, the database).
+        self.min_free_bytes = min_free_bytes
+
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer may still use on the blob folder's disk."""
+        # A fresh home has no blob folder yet: its nearest existing parent is on the same disk.
+        here = self.root
+        while not here.exists() and here.parent != here:
+            here = here.parent
+        return shutil.disk_usage(here).free
+
+    def ensure_room(self, incoming: int) -> None:
+        """Raise ``InsufficientStorage`` when storing ``incoming`` more bytes would leave less
+        than ``min_free_bytes`` free; called before a new contact is accepted."""
+        if self.min_free_bytes <= 0:
+            return
+        try:
+            free = self.free_bytes()
+        except OSError as exc:
+            raise BlobStoreError(
+                exc.errno, f"blob store {self.root}: cannot measure free space: {exc}"
+            ) from exc
+        if free - incoming < self.min_free_bytes:
+            raise InsufficientStorage(
+                errno.ENOSPC,
+                f"blob store {self.root}: {_mb(free)} free, {_mb(incoming)} to store, under the"
+                f" {_mb(self.min_free_bytes)} kept free (setting min_free_bytes); new contacts"
+                " are refused until space is freed",
+            )
 
     def path_for(self, digest: str) -> Path:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -60,9 +106,8 @@ class BlobStore:
         try:
             write_durably(target, content)
         except OSError as exc:
-            raise BlobStoreError(
-                exc.errno, f"blob store {self.root}: {exc.strerror or exc}"
-            ) from exc
+            error = InsufficientStorage if exc.errno in _NO_SPACE else BlobStoreError
+            raise error(exc.errno, f"blob store {self.root}: {exc.strerror or exc}") from exc
         return digest
 
     def get(self, digest: str) -> bytes:

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from models.dispatch import StoreSession
+
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
@@ -66,4 +68,5 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    # StoreSession carries the hook that dispatches new jobs to PostgreSQL workers.
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=StoreSession)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.clock import utcnow
@@ -18,24 +18,69 @@ DELIVER_JOB = "deliver"
 GED_EXPORT_JOB = "ged_export"
 
 
+def dossier_lock(dossier_id: int) -> str:
+    """The lock of the jobs that change one dossier: on PostgreSQL workers they run one at a
+    time, in the order they were queued."""
+    return f"dossier:{dossier_id}"
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     id: int
     kind: str
     subject_id: int
     attempts: int
+    lock: str | None = None
 
 
 def enqueue(
-    session: AsyncSession, kind: str, subject_id: int, run_after: datetime | None = None
+    session: AsyncSession,
+    kind: str,
+    subject_id: int,
+    run_after: datetime | None = None,
+    *,
+    lock: str | None = None,
 ) -> Job:
     """Add a job inside the caller's transaction, so it exists exactly when its data does.
 
-    ``run_after`` defers it (a reminder due in a week); by default it is ready now.
+    ``run_after`` defers it (a reminder due in a week); by default it is ready now. Jobs with
+    the same ``lock`` never run at once on PostgreSQL workers (``models.dispatch``).
     """
-    job = Job(kind=kind, subject_id=subject_id, status="pending", run_after=run_after or utcnow())
+    job = Job(
+        kind=kind,
+        subject_id=subject_id,
+        status="pending",
+        run_after=run_after or utcnow(),
+        lock_key=lock,
+    )
     session.add(job)
     return job
+
+
+async def _take(
+    session: AsyncSession,
+    job_id: int,
+    condition: ColumnElement[bool],
+    worker: str,
+    now: datetime,
+) -> ClaimedJob | None:
+    """Mark job ``job_id`` running for ``worker`` if it still meets ``condition``."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, condition)
+        .values(status="running", locked_by=worker, locked_at=now, attempts=Job.attempts + 1)
+        .returning(Job.id, Job.kind, Job.subject_id, Job.attempts, Job.lock_key)
+    )
+    row = result.one_or_none()
+    if row is None:
+        return None
+    return ClaimedJob(
+        id=row.id,
+        kind=row.kind,
+        subject_id=row.subject_id,
+        attempts=row.attempts,
+        lock=row.lock_key,
+    )
 
 
 async def claim(
@@ -51,25 +96,28 @@ async def claim(
         await session.execute(
             select(Job.id)
             .where(ready, Job.kind.in_(kinds))
-            .order_by(Job.run_after, Job.id)
+            # Replies first: under a burst an acknowledgement leaves as soon as its contact is
+            # through, instead of waiting behind every contact that came in after it (the
+            # PostgreSQL workers do the same with procrastinate's priorities).
+            .order_by(case((Job.kind == DELIVER_JOB, 0), else_=1), Job.run_after, Job.id)
             .limit(1)
             .with_for_update(skip_locked=True)
         )
     ).scalars()
     for job_id in candidates:
         # The conditional update is the real lock: on SQLite FOR UPDATE is a no-op.
-        result = await session.execute(
-            update(Job)
-            .where(Job.id == job_id, ready)
-            .values(status="running", locked_by=worker, locked_at=now, attempts=Job.attempts + 1)
-            .returning(Job.id, Job.kind, Job.subject_id, Job.attempts)
-        )
-        row = result.one_or_none()
-        if row is not None:
-            return ClaimedJob(
-                id=row.id, kind=row.kind, subject_id=row.subject_id, attempts=row.attempts
-            )
+        job = await _take(session, job_id, ready, worker, now)
+        if job is not None:
+            return job
     return None
+
+
+async def claim_by_id(session: AsyncSession, job_id: int, worker: str) -> ClaimedJob | None:
+    """Take job ``job_id`` for a PostgreSQL worker, whatever its lease: procrastinate hands a
+    job to one worker at a time, and gives a dead worker's job to another. None when the job
+    is already finished (a twin run twice after a crash) or gone."""
+    unfinished = Job.status.in_(("pending", "running"))
+    return await _take(session, job_id, unfinished, worker, utcnow())
 
 
 async def complete(session: AsyncSession, job_id: int) -> None:

@@ -78,8 +78,8 @@ class Store:
         self.blobs = blobs
 
     @classmethod
-    def open(cls, database_url: str, blob_root: Any) -> Store:
-        return cls(create_engine(database_url), BlobStore(blob_root))
+    def open(cls, database_url: str, blob_root: Any, min_free_bytes: int = 0) -> Store:
+        return cls(create_engine(database_url), BlobStore(blob_root, min_free_bytes))
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -117,6 +117,7 @@ class Store:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _put_blobs(self, inbound: InboundContact, raw: bytes) -> tuple[str, list[str]]:
+        self.blobs.ensure_room(len(raw) + sum(len(a.content) for a in inbound.attachments))
         return self.blobs.put(raw), [self.blobs.put(a.content) for a in inbound.attachments]
 
     async def _insert_contact(

@@ -307,6 +307,9 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    #: Jobs with the same key never run at the same time (``dossier:N``); PostgreSQL workers
+    #: only (procrastinate's lock), one embedded process needs none.
+    lock_key: Mapped[str | None] = mapped_column(String(100))
 
 
 class AuditEvent(Base):
@@ -569,7 +572,8 @@ def managed_by_models(
 ) -> bool:
     """Alembic's ``include_name`` hook: False for the search objects that live beside the models."""
     if type_ == "table":
-        return name not in SEARCH_TABLES
+        # procrastinate's own tables (migration 0015) belong to procrastinate.
+        return name not in SEARCH_TABLES and not (name or "").startswith("procrastinate_")
     if type_ == "column":
         return not (
             name == SEARCH_COLUMN and parent_names.get("table_name") in ("contact", "document")

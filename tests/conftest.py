@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,7 @@ from models import migrate
 from models.blobs import BlobStore
 from models.db import create_engine
 from models.store import Store
+from tests.channels.twilio_standin import TwilioStandIn
 
 DATA = Path(__file__).parent / "data"
 PG_URL = os.environ.get(
@@ -91,6 +93,8 @@ class Relay:
     received: list[tuple[Envelope, EmailMessage]] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     refuse_with: str | None = None
+    #: Take the message, then drop the connection before answering (a relay that crashed).
+    hang_up_after_data: bool = False
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refuse_with:
@@ -100,6 +104,8 @@ class Relay:
         assert isinstance(message, EmailMessage)
         self.received.append((envelope, message))
         self.arrived.set()
+        if self.hang_up_after_data and server.transport is not None:
+            server.transport.close()
         return "250 2.0.0 relayed"
 
     async def wait_for(self, count: int, timeout: float = 60) -> None:
@@ -125,6 +131,17 @@ async def relay() -> AsyncIterator[Relay]:
         await server.wait_closed()
 
 
+@pytest.fixture
+async def standin() -> AsyncIterator[TwilioStandIn]:
+    """Twilio's REST API and media CDN, as documented (the one allowed stand-in)."""
+    twilio = TwilioStandIn()
+    await twilio.start()
+    try:
+        yield twilio
+    finally:
+        await twilio.close()
+
+
 #: Debian's Chromium, which the install puts there; the browser tests skip without it.
 CHROMIUM = "/usr/bin/chromium"
 
@@ -148,3 +165,30 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
         yield await context.new_page()
     finally:
         await context.close()
+
+
+def unwritable(folder: Path) -> None:
+    """Make ``folder`` refuse every write, whoever the test runs as.
+
+    A read-only mode is enough for an ordinary user, but root (as in the CI containers) writes
+    through permission bits. Then the folder is replaced by a file: creating anything under a
+    file fails with ENOTDIR, for root as well. Either way ``writable`` undoes it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    probe = folder / "probe"
+    try:
+        probe.write_bytes(b"")
+    except PermissionError:
+        return
+    probe.unlink()
+    folder.chmod(0o755)
+    shutil.rmtree(folder)
+    folder.write_bytes(b"a file where the blob folder should be\n")
+
+
+def writable(folder: Path) -> None:
+    if folder.is_file():
+        folder.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)

@@ -39,6 +39,10 @@ def run_migrations_online() -> None:
             include_name=managed_by_models,
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Fronts and workers starting together on several hosts all upgrade: one at a
+                # time, the others then find nothing left to do. Released at commit.
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(4242001)")
             context.run_migrations()
 
 

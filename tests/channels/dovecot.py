@@ -40,6 +40,9 @@ disable_plaintext_auth = no
 auth_mechanisms = plain login xoauth2
 {accounts}
 mail_location = maildir:{root}/mail/%u
+# IDLE learns of new mail through inotify, and falls back to a 30 s check when the machine
+# runs out of inotify instances (many Dovecots and test processes at once): check each second.
+mailbox_idle_check_interval = 1 secs
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/passwd

@@ -79,9 +79,9 @@ class ChatServer:
             await session.flush()
             return message.id
 
-    async def deliver(self, message_id: int) -> OutboundMessage:
+    async def deliver(self, message_id: int, sender: WebChat | None = None) -> OutboundMessage:
         """Run the outbox's delivery job for the message, then read back its status."""
-        delivery = OutboxDelivery(self.store, {"chat": self.chat})
+        delivery = OutboxDelivery(self.store, {"chat": sender or self.chat})
         await delivery.run(ClaimedJob(0, DELIVER_JOB, message_id, 1))
         async with self.store.sessions() as session:
             return await session.get_one(OutboundMessage, message_id)
@@ -184,7 +184,8 @@ async def test_resume_sends_the_history_and_continues_the_conversation(
     delivered = await server.deliver(reply_id)
     assert delivered.status == "sent"
     assert delivered.provider_id is not None
-    assert "no window open" in delivered.provider_id
+    shared = server.store.engine.dialect.name == "postgresql"
+    assert ("announced to the fronts" if shared else "no window open") in delivered.provider_id
 
     async with http.ws_connect(f"{server.url}/channels/chat/ws") as ws:
         await ws.send_json({"type": "resume", "token": started["token"]})
@@ -402,13 +403,21 @@ async def test_reply_is_pushed_to_every_open_window_once(
         echoed = await receive(second)
         assert (echoed["type"], echoed["id"]) == ("message", "m-1")
         reply_id = await server.reply_for(ack["contact"], "Votre dossier est en cours.")
-        delivered = await server.deliver(reply_id)
+        shared = server.store.engine.dialect.name == "postgresql"
+        # On PostgreSQL the reply is delivered as a worker process would: by a chat sender
+        # that holds no window, and that announces it to the front holding them.
+        worker_side = WebChat(server.store, lambda: None) if shared else None
+        delivered = await server.deliver(reply_id, worker_side)
         assert delivered.status == "sent"
         assert delivered.provider_id is not None
-        assert "pushed live to 2 open window(s)" in delivered.provider_id
+        expected = "announced to the fronts" if shared else "pushed live to 2 open window(s)"
+        assert expected in delivered.provider_id
         for ws in (first, second):
             pushed = await receive(ws)
             assert (pushed["type"], pushed["text"]) == ("reply", "Votre dossier est en cours.")
+        # Once to each window: nothing else arrives.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(first.receive_json(), 0.5)
         # Sending the record again (a replayed send) records nothing new.
         await server.chat.send(delivered)
     async with server.store.sessions() as session:

@@ -31,7 +31,7 @@ from guichet.settings import PROJECT_ROOT
 from intake.understand import Understanding, classify
 from models.store import Store
 from models.tables import Contact, EdiInterchange, ProviderInvoice
-from tests.conftest import free_port
+from tests.conftest import free_port, unwritable, writable
 
 EDI = Path(__file__).parent.parent / "data" / "edi"
 LABELS = [json.loads(line) for line in (EDI / "labels.jsonl").read_text().splitlines()]
@@ -392,3 +392,32 @@ async def test_drop_folder_takes_stable_files_once(store: Store, tmp_path: Path)
         "CONTRL-62912910111069-46782.edi",
         "CONTRL-77669362447901-57051.edi",
     ]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_drop_folder_keeps_a_file_the_store_could_not_take(
+    store: Store, tmp_path: Path
+) -> None:
+    """A full or broken blob folder is not the file's fault: it stays, and is taken once the
+    store works again, instead of being parked in error/."""
+    drop = tmp_path / "in"
+    drop.mkdir()
+    blobs = store.blobs.root
+    unwritable(blobs)
+    adapter = EdiAdapter(
+        EdiIntake(store, tmp_path / "out"), drop=drop, stable_seconds=0.1, poll_seconds=0.05
+    )
+    await adapter.start()
+    try:
+        (drop / "edi-0002.edi").write_bytes((EDI / "edi-0002.edi").read_bytes())
+        await asyncio.sleep(1.0)
+        assert (drop / "edi-0002.edi").is_file()
+        assert not (drop / "error").exists() or not any((drop / "error").iterdir())
+        writable(blobs)
+        for _ in range(100):
+            if not (drop / "edi-0002.edi").exists():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await adapter.stop()
+    assert [p.name for p in (drop / "done").iterdir()] == ["edi-0002.edi"]

@@ -23,6 +23,8 @@ from channels.email_imap import (
 )
 from guichet.settings import DEFAULT_CONFIG, SettingsError, load_settings
 from guichet.wiring import build_channels
+from guichet.workers import WorkerPool
+from models import migrate
 from models.blobs import BlobStore
 from models.store import Store
 from models.tables import Contact, Delivery, Document, ImapFolderState, ImapRefusedMail
@@ -467,7 +469,7 @@ async def test_two_mailboxes_at_once_and_stop_ends_idle_promptly(
         await asyncio.to_thread(
             dovecot.append, mail("to-providers@example.org"), "INBOX", OTHER_USER, OTHER_PASSWORD
         )
-        await eventually(lambda: contacts_are(store, 2))
+        await eventually(lambda: contacts_are(store, 2), timeout=20)
         await eventually(lambda: all_passed_once(adapter))
     finally:
         started = time.monotonic()
@@ -552,3 +554,39 @@ async def test_refused_login_is_retried_with_backoff_and_logged(
     assert reader.connections == 0
     assert "IMAP mailbox claims: LoginError" in caplog.text
     assert "reconnecting in" in caplog.text
+
+
+async def test_scaled_out_a_mailbox_is_a_periodic_task_of_the_worker_pool(
+    tmp_path: Path, postgres_url: str, dovecot: Dovecot
+) -> None:
+    """On PostgreSQL no front reads the mailbox; the worker pool polls it, one pass at a time
+    whatever the number of workers, and the mail becomes a contact once."""
+    settings_file = tmp_path / "guichet.toml"
+    settings_file.write_text(
+        f'[guichet]\nhome = "{tmp_path / "home"}"\n\n'
+        f'[[imap]]\nname = "claims"\nhost = "{dovecot.host}"\nport = {dovecot.port}\n'
+        f'tls = "none"\nuser = "{USER}"\npassword = "{PASSWORD}"\npoll_seconds = 1\n'
+    )
+    settings = load_settings(settings_file, environ={"GUICHET_DATABASE_URL": postgres_url})
+    await asyncio.to_thread(migrate.upgrade, postgres_url)
+    store = Store.open(postgres_url, tmp_path / "blobs")
+    parts = build_channels(settings, store, lambda: None)
+    assert not any(isinstance(a, ImapAdapter) for a in parts.adapters)
+    assert [(p.name, p.cron) for p in parts.periodic] == [("imap_claims", "* * * * * */1")]
+    # Two pools, as two worker processes would be: the mail is still read once.
+    pools = [
+        WorkerPool(store, postgres_url, {}, periodic=parts.periodic),
+        WorkerPool(store, postgres_url, {}, periodic=parts.periodic),
+    ]
+    try:
+        for pool in pools:
+            await pool.start()
+        await asyncio.to_thread(dovecot.append, mail("scaled@example.org"))
+        await eventually(lambda: contacts_are(store, 1), timeout=20)
+        await asyncio.sleep(2.5)
+        assert await contacts(store) == 1
+        assert await count(store, select(func.count()).select_from(Delivery)) == 1
+    finally:
+        for pool in pools:
+            await pool.stop(grace_seconds=2)
+        await store.close()

@@ -11,7 +11,7 @@ from channels.email_out import ATTACHMENTS_HEADER, SmtpRelaySender
 from models.blobs import BlobStore
 from models.tables import OutboundMessage
 from responders.attestation import attestation_pdf
-from tests.conftest import Relay
+from tests.conftest import Relay, free_port
 
 
 def _message(**headers: object) -> OutboundMessage:
@@ -74,3 +74,20 @@ async def test_missing_blob_is_a_permanent_failure(relay: Relay, tmp_path: Path)
     with pytest.raises(DeliveryError) as raised:
         await sender.send(_message(**{ATTACHMENTS_HEADER: [ref]}))
     assert raised.value.permanent and relay.received == []
+
+
+async def test_a_relay_that_hangs_up_after_the_message_makes_it_uncertain(relay: Relay) -> None:
+    """It may have queued the message: sending again could deliver it twice."""
+    sender = SmtpRelaySender(relay.host, relay.port, "Guichet", "sinistres@guichet.localhost")
+    relay.hang_up_after_data = True
+    with pytest.raises(DeliveryError) as caught:
+        await sender.send(_message())
+    assert caught.value.uncertain and not caught.value.permanent
+    assert len(relay.received) == 1
+
+
+async def test_a_relay_that_is_down_is_tried_again_later() -> None:
+    sender = SmtpRelaySender("127.0.0.1", free_port(), "Guichet", "sinistres@guichet.localhost")
+    with pytest.raises(DeliveryError) as caught:
+        await sender.send(_message())
+    assert not caught.value.uncertain and not caught.value.permanent

@@ -183,3 +183,16 @@ async def test_unwritable_blob_folder_answers_451_and_stores_nothing(
     assert code == 451
     assert b"try again later" in reply
     assert await _count(server.store, Contact) == 0
+
+
+async def test_low_disk_answers_452_and_stores_nothing(server: Server) -> None:
+    blobs = server.store.blobs
+    # The margin is above the disk's real free space: as if it were nearly full.
+    blobs.min_free_bytes = blobs.free_bytes() + 10**12
+    code, reply = await server.asend(_mail())
+    assert (code, reply) == (452, b"4.3.1 Insufficient system storage, please try again later")
+    assert await _count(server.store, Contact) == 0
+    assert not blobs.root.exists() or not any(p.is_file() for p in blobs.root.rglob("*"))
+    blobs.min_free_bytes = 0
+    code, _ = await server.asend(_mail())
+    assert code == 250

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from aiohttp import web
@@ -44,7 +46,7 @@ from models.tables import (
     OutboundMessage,
     SmsOptOut,
 )
-from tests.channels.twilio_standin import Medium, TwilioStandIn
+from tests.channels.twilio_standin import Medium, Outage, TwilioStandIn
 from tests.conftest import Relay, free_port
 
 DOCS = Path(__file__).parent.parent / "data" / "documents"
@@ -54,16 +56,6 @@ OUR_NUMBER = "+33757000000"
 PHONE = "+33612345678"
 #: What does not depend on the database runs on SQLite only; the rest runs on both back ends.
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[TwilioStandIn]:
-    twilio = TwilioStandIn()
-    await twilio.start()
-    try:
-        yield twilio
-    finally:
-        await twilio.close()
 
 
 def account(twilio: TwilioStandIn) -> TwilioAccount:
@@ -537,6 +529,73 @@ async def test_wrong_credentials_are_reported(store: Store, standin: TwilioStand
     assert message.status == "failed" and "Twilio 401 error 20003" in str(message.status_reason)
 
 
+async def eventually(ready: Callable[[], bool], timeout: float = 20) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if ready():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"still not so after {timeout}s")
+
+
+@SQLITE_ONLY
+async def test_outage_is_retried_with_backoff_and_sent_once_twilio_recovers(
+    store: Store, standin: TwilioStandIn
+) -> None:
+    standin.outage = Outage("error", 503)
+    message_id = await queue_sms(store, PHONE)
+    delivery = OutboxDelivery(store, {"sms": sender_for(standin)})
+    runner = JobRunner(
+        store, {DELIVER_JOB: delivery}, retry=RetryPolicy(10, 0.1), poll_seconds=0.02
+    )
+    await runner.start()
+    try:
+        await eventually(lambda: len(standin.faulted) >= 3)
+        standin.outage = None
+        await eventually(lambda: bool(standin.messages))
+    finally:
+        await runner.stop()
+    message = await outbound(store, message_id)
+    assert (message.status, message.provider_id) == ("sent", standin.messages[0]["sid"])
+    assert len(standin.messages) == 1
+    tries = [e for e in message.events if e["status"] == "queued"]
+    assert len(tries) == message.attempts - 1 >= 3
+    assert all(e["detail"].startswith("Twilio 503 error 20503: ") for e in tries)
+    # Each wait is at least the policy's delay for that attempt: 0.1 s, 0.2 s, 0.4 s…
+    times = [r.at for r in standin.faulted]
+    for n, (before, after) in enumerate(itertools.pairwise(times[:3])):
+        assert after - before >= 0.1 * 2**n * 0.9
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("kind", ["hang", "hang_after_create"])
+async def test_no_answer_in_time_is_uncertain_and_never_sent_again(
+    store: Store, standin: TwilioStandIn, kind: Literal["hang", "hang_after_create"]
+) -> None:
+    async with store.sessions() as session, session.begin():
+        contact = Contact(
+            direction="inbound", channel="sms", natural_key="SM-x", sender=PHONE, status="processed"
+        )
+        session.add(contact)
+    message_id = await queue_sms(store, PHONE)
+    async with store.sessions() as session, session.begin():
+        (await session.get_one(OutboundMessage, message_id)).contact_id = contact.id
+    standin.outage = Outage(kind, seconds=10)
+    sender = TwilioSender(account(standin), OUR_NUMBER, standin.api_base, None, timeout=0.3)
+    # The job may be tried 3 times, but once the request may have reached Twilio it never is.
+    assert await delivery_runner(store, sender).run_pending() == 1
+    message = await outbound(store, message_id)
+    assert message.status == "uncertain" and message.attempts == 1
+    assert "ReadTimeout" in str(message.status_reason)
+    assert "check the number's message log" in str(message.status_reason)
+    assert len([r for r in standin.api_requests if r.method == "POST"]) == 1
+    assert len(standin.messages) == (1 if kind == "hang_after_create" else 0)
+    async with store.sessions() as session:
+        flagged = await session.get_one(Contact, contact.id)
+        assert flagged.status == "needs_review"
+        assert "delivery uncertain" in str(flagged.status_reason)
+    assert await count(store, Job, Job.status == "done") == 1
+
+
 # --- opt-out -------------------------------------------------------------------------------
 
 
@@ -590,16 +649,7 @@ async def test_service_acknowledges_an_sms_through_twilio(
 
     service = GuichetProcess(tmp_path / "home", relay.port)
     public = f"http://127.0.0.1:{service.http_port}"
-    service.env.update(
-        {
-            "GUICHET_PUBLIC_URL": public,
-            "GUICHET_TWILIO_ACCOUNT_SID": standin.account_sid,
-            "GUICHET_TWILIO_AUTH_TOKEN": standin.auth_token,
-            "GUICHET_TWILIO_FROM": OUR_NUMBER,
-            "GUICHET_TWILIO_API_BASE": standin.api_base,
-            "GUICHET_TWILIO_MEDIA_HOSTS": standin.media_hosts,
-        }
-    )
+    service.env.update(standin.service_env(public, OUR_NUMBER))
     service.home.mkdir()
     loaded = service.cli("demo")
     assert loaded.returncode == 0, loaded.stderr

@@ -4,17 +4,22 @@ Twilio cannot be reached from the test machines, so this plays its documented si
 exchange: ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` with HTTP basic auth and
 Twilio's error bodies, media URLs that redirect (307) to a separate "CDN" server, and signed
 webhooks (inbound messages, status callbacks) computed with the real ``RequestValidator``.
+An ``Outage`` makes the Messages API fail until it is lifted: server errors, or requests that
+hang past the client's timeout, before or after the message was created.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import re
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -42,6 +47,34 @@ def twilio_error(status: int, code: int, message: str) -> web.Response:
     )
 
 
+#: Twilio's error codes and messages for the server-side statuses of its REST API.
+SERVER_ERRORS = {
+    429: (20429, "Too Many Requests"),
+    500: (20500, "An internal server error has occurred"),
+    502: (20502, "Bad Gateway"),
+    503: (20503, "Service Unavailable"),
+}
+
+
+def server_error(status: int) -> web.Response:
+    code, message = SERVER_ERRORS[status]
+    return twilio_error(status, code, message)
+
+
+@dataclass(frozen=True)
+class Outage:
+    """How ``Messages.json`` fails, every time, until the stand-in's ``outage`` is None.
+
+    ``error``: Twilio's error body with ``status``, nothing created. ``hang``: no answer for
+    ``seconds`` (the client times out first), nothing created. ``hang_after_create``: the
+    message is created, then the answer hangs: Twilio took it but the client never hears so.
+    """
+
+    kind: Literal["error", "hang", "hang_after_create"] = "error"
+    status: int = 500
+    seconds: float = 30.0
+
+
 def new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
@@ -51,6 +84,8 @@ class RecordedRequest:
     method: str
     path: str
     authorization: str | None
+    #: When it arrived (monotonic clock), to see the client's backoff between tries.
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -76,9 +111,16 @@ class TwilioStandIn:
     cdn_requests: list[RecordedRequest] = field(default_factory=list)
     #: HTTP statuses the next Messages.json calls answer with, before serving normally.
     fail_next: list[int] = field(default_factory=list)
+    #: A lasting fault of Messages.json (after ``fail_next``), until set back to None.
+    outage: Outage | None = None
+    #: Requests that answered with the outage's error or hung: what the client went through.
+    faulted: list[RecordedRequest] = field(default_factory=list)
+    #: Headers of the last answer to a webhook (Retry-After on a 503).
+    webhook_headers: dict[str, str] = field(default_factory=dict)
     media: dict[str, Medium] = field(default_factory=dict)
     api: TestServer | None = None
     cdn: TestServer | None = None
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         api = web.Application()
@@ -97,6 +139,8 @@ class TwilioStandIn:
         await self.cdn.start_server()
 
     async def close(self) -> None:
+        # Hanging requests give up now, so that the servers can close.
+        self._released.set()
         for server in (self.api, self.cdn):
             if server is not None:
                 await server.close()
@@ -112,20 +156,47 @@ class TwilioStandIn:
         assert self.api is not None and self.cdn is not None
         return f"127.0.0.1:{self.api.port},127.0.0.1:{self.cdn.port}"
 
+    def service_env(self, public_url: str, our_number: str) -> dict[str, str]:
+        """The settings that point a ``guichet serve`` at this stand-in, as at Twilio."""
+        return {
+            "GUICHET_PUBLIC_URL": public_url,
+            "GUICHET_TWILIO_ACCOUNT_SID": self.account_sid,
+            "GUICHET_TWILIO_AUTH_TOKEN": self.auth_token,
+            "GUICHET_TWILIO_FROM": our_number,
+            "GUICHET_TWILIO_API_BASE": self.api_base,
+            "GUICHET_TWILIO_MEDIA_HOSTS": self.media_hosts,
+        }
+
     def _authorized(self, request: web.Request) -> bool:
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
         return request.headers.get("Authorization") == f"Basic {expected}"
 
     async def _create_message(self, request: web.Request) -> web.Response:
-        self.api_requests.append(
-            RecordedRequest("POST", request.path, request.headers.get("Authorization"))
-        )
+        recorded = RecordedRequest("POST", request.path, request.headers.get("Authorization"))
+        self.api_requests.append(recorded)
         if not self._authorized(request) or request.match_info["account"] != self.account_sid:
             return twilio_error(401, 20003, "Authenticate")
         if self.fail_next:
-            status = self.fail_next.pop(0)
-            code = 20429 if status == 429 else 20500
-            return twilio_error(status, code, "Internal Server Error")
+            return server_error(self.fail_next.pop(0))
+        outage = self.outage
+        if outage is not None and outage.kind != "hang_after_create":
+            self.faulted.append(recorded)
+            if outage.kind == "error":
+                return server_error(outage.status)
+            await self._hang(outage.seconds)
+            return server_error(503)
+        created = await self._create(request)
+        if outage is not None and created.status == 201:
+            self.faulted.append(recorded)
+            await self._hang(outage.seconds)
+        return created
+
+    async def _hang(self, seconds: float) -> None:
+        """Hold the answer back, as an overloaded API or a broken path does."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._released.wait(), seconds)
+
+    async def _create(self, request: web.Request) -> web.Response:
         form = await request.post()
         to, body = str(form.get("To", "")), str(form.get("Body", ""))
         sender, service = form.get("From"), form.get("MessagingServiceSid")
@@ -240,6 +311,7 @@ class TwilioStandIn:
             aiohttp.ClientSession() as http,
             http.post(target, data=list(params.items()), headers=headers) as response,
         ):
+            self.webhook_headers = dict(response.headers)
             return response.status, response.content_type, await response.text()
 
     def inbound_sms(

@@ -10,7 +10,7 @@ import smtplib
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,15 @@ class GuichetProcess:
     """``guichet serve`` with its own home, ports and relay; restartable on the same data."""
 
     def __init__(
-        self, home: Path, relay_port: int, extra_env: Mapping[str, str] | None = None
+        self,
+        home: Path,
+        relay_port: int,
+        extra_env: Mapping[str, str] | None = None,
+        command: Sequence[str] = ("serve",),
+        log_name: str = "serve.log",
     ) -> None:
         self.home = home
+        self.command = tuple(command)
         self.http_port = free_port()
         self.smtp_port = free_port()
         self.env = {
@@ -49,7 +55,7 @@ class GuichetProcess:
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.token = ""
-        self.log = home / "serve.log"
+        self.log = home / log_name
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -85,14 +91,22 @@ class GuichetProcess:
         with self.log.open("ab") as log:
             # Popen only forks; the waiting happens below, asynchronously.
             self.process = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", "guichet.cli", "serve"],
+                [sys.executable, "-m", "guichet.cli", *self.command],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         for _ in range(300):
             if self.process.poll() is not None:
-                raise RuntimeError(f"guichet serve exited: {self.log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"guichet {self.command[0]} exited: {self.log.read_text()[-3000:]}"
+                )
+            if self.command[0] == "worker":
+                # A worker has no HTTP port: it says when it is taking jobs.
+                if b"Guichet worker is running" in self.log.read_bytes():
+                    return
+                await asyncio.sleep(0.1)
+                continue
             try:
                 if (await self.get("/healthz"))["status"] == "ok":
                     return

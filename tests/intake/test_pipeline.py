@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -13,9 +14,11 @@ from sqlalchemy import func, select, update
 
 from guichet.service import build_runner
 from guichet.settings import PROJECT_ROOT, load_settings
+from intake.pipeline import ContactPipeline
 from intake.reading import OcrPool
 from intake.runner import JobRunner
 from models.inbound import InboundAttachment, InboundContact
+from models.jobs import CONTACT_JOB
 from models.reference import load_reference_data, read_reference_file
 from models.store import Store
 from models.tables import AuditEvent, Contact, Job, OutboundMessage
@@ -495,3 +498,33 @@ async def test_the_contact_as_a_whole_has_an_unpacking_budget(
         assert (
             contact.status_reason is not None and "1.txt: type uncertain" in contact.status_reason
         )
+
+
+async def test_matched_steps_go_on_in_a_job_holding_the_dossier_lock(
+    demo_store: Store, ocr: OcrPool, relay: Relay
+) -> None:
+    """As on PostgreSQL workers: once the dossier is known, evaluate and respond run in a job
+    that holds ``dossier:N``, so two contacts of one dossier never run them at once."""
+    accepted = await demo_store.accept_contact(
+        _mail("locked@example.org", "AS-2026-000001", "Bonjour, voici ma facture."), b"raw"
+    )
+    runner = _runner(demo_store, ocr, relay)
+    pipeline = runner.handlers[CONTACT_JOB]
+    assert isinstance(pipeline, ContactPipeline)
+    runner.handlers[CONTACT_JOB] = ContactPipeline(replace(pipeline.ctx, dossier_locks=True))
+    await runner.run_pending()
+    async with demo_store.sessions() as session:
+        contact = await session.get_one(Contact, accepted.contact_id)
+        contact_jobs = (
+            await session.execute(
+                select(Job.lock_key, Job.status)
+                .where(Job.kind == CONTACT_JOB, Job.subject_id == contact.id)
+                .order_by(Job.id)
+            )
+        ).all()
+    assert contact.step == "done" and contact.dossier_id is not None
+    assert [tuple(row) for row in contact_jobs] == [
+        (None, "done"),
+        (f"dossier:{contact.dossier_id}", "done"),
+    ]
+    assert len(_acks(relay)) == 1

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from intake.runner import JobRunner, RetryPolicy
+from intake.runner import JobRunner, Periodic, RetryPolicy
 from models import jobs
 from models.jobs import ClaimedJob
 from models.store import Store, audit
@@ -87,3 +88,39 @@ async def test_a_failing_job_does_not_hold_up_the_queue(store: Store) -> None:
     runner = JobRunner(store, {"flaky": handler}, workers=1, retry=RetryPolicy(5, 30))
     assert await runner.run_pending() == 6  # subject 0 failed once and waits 30 s
     assert sorted(handler.done) == [1, 2, 3, 4, 5]
+
+
+async def test_periodic_tasks_tick_and_a_failing_tick_does_not_stop_them(store: Store) -> None:
+    ticks: list[float] = []
+    third = asyncio.Event()
+
+    async def tick() -> None:
+        ticks.append(asyncio.get_running_loop().time())
+        if len(ticks) == 3:
+            third.set()
+        if len(ticks) == 1:
+            raise RuntimeError("the first tick fails on purpose")
+
+    # Every second (croniter's sixth field is the seconds).
+    runner = JobRunner(store, {}, workers=0, periodic=[Periodic("tick", "* * * * * *", tick)])
+    await runner.start()
+    try:
+        await asyncio.wait_for(third.wait(), 10)
+    finally:
+        await runner.stop(grace_seconds=1)
+    assert all(later - earlier > 0.5 for earlier, later in itertools.pairwise(ticks))
+
+
+async def test_a_reply_is_claimed_before_older_contacts(store: Store) -> None:
+    async with store.sessions() as session, session.begin():
+        for subject in (1, 2):
+            jobs.enqueue(session, jobs.CONTACT_JOB, subject)
+        jobs.enqueue(session, jobs.DELIVER_JOB, 3)
+    kinds = (jobs.CONTACT_JOB, jobs.DELIVER_JOB)
+    order = []
+    for _ in range(3):
+        async with store.sessions() as session, session.begin():
+            job = await jobs.claim(session, "w", kinds, timedelta(minutes=1))
+        assert job is not None
+        order.append((job.kind, job.subject_id))
+    assert order == [("deliver", 3), ("contact", 1), ("contact", 2)]
