@@ -44,6 +44,10 @@ MAX_FRAME_BYTES = 64 * 1024
 MAX_FILES = 10
 MAX_FIELD_BYTES = 4 * MAX_TEXT_CHARS
 HISTORY_LIMIT = 200
+#: Seconds to wait before sending again what could not be stored (503, ``not_stored``). A
+#: person is waiting, and the store's hiccups are short: a few seconds, not the minute given to
+#: the machines that call the Twilio and EDI endpoints.
+RETRY_AFTER_SECONDS = 5
 #: PostgreSQL NOTIFY channel announcing a recorded reply (payload: its id) to every front.
 NOTIFY_CHANNEL = "guichet_chat_reply"
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -109,13 +113,17 @@ class SlidingWindow:
 
 
 class ChatRefusal(Exception):
-    """A frame or upload we refuse: ``code`` for the page, ``reason`` for the person."""
+    """A frame or upload we refuse: ``code`` for the page, ``reason`` for the person, and
+    ``retry_after`` seconds when sending the same again later should work."""
 
-    def __init__(self, code: str, reason: str, status: int = 400) -> None:
+    def __init__(
+        self, code: str, reason: str, status: int = 400, retry_after: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.status = status
+        self.retry_after = retry_after
 
 
 def token_digest(token: str) -> str:
@@ -320,12 +328,21 @@ class WebChat:
                     "unknown_type", f"unknown frame type {kind!r}: use start, resume or message"
                 )
         except ChatRefusal as refusal:
-            await self._refuse(window, client_id, refusal.code, refusal.reason)
+            await self._refuse(window, client_id, refusal.code, refusal.reason, refusal.retry_after)
 
-    async def _refuse(self, window: _Window, client_id: str | None, code: str, reason: str) -> None:
+    async def _refuse(
+        self,
+        window: _Window,
+        client_id: str | None,
+        code: str,
+        reason: str,
+        retry_after: int | None = None,
+    ) -> None:
         frame: dict[str, Any] = {"type": "error", "code": code, "reason": reason}
         if client_id is not None:
             frame["id"] = client_id
+        if retry_after is not None:
+            frame["retry_after"] = retry_after
         await self._send(window.socket, frame)
 
     async def _start_conversation(self, window: _Window, frame: dict[str, Any]) -> None:
@@ -351,7 +368,10 @@ class WebChat:
         except SQLAlchemyError as exc:
             log.error("could not store a chat conversation: %s", exc)
             raise ChatRefusal(
-                "not_stored", "the conversation could not be opened; try again"
+                "not_stored",
+                "the conversation could not be opened; try again",
+                503,
+                RETRY_AFTER_SECONDS,
             ) from exc
         self._bind(window, conversation)
         await self._send(
@@ -439,7 +459,10 @@ class WebChat:
         except (BlobStoreError, SQLAlchemyError, OSError) as exc:
             log.error("could not store a chat message from %s: %s", peer, exc)
             raise ChatRefusal(
-                "not_stored", "your message could not be stored; send it again", 503
+                "not_stored",
+                "your message could not be stored; send it again",
+                503,
+                RETRY_AFTER_SECONDS,
             ) from exc
         self.wake()
         return accepted
@@ -535,7 +558,12 @@ class WebChat:
             return await self._take_upload(request)
         except ChatRefusal as refusal:
             body = {"error": refusal.reason, "code": refusal.code}
-            return web.json_response(body, status=refusal.status, headers=CORS)
+            headers = dict(CORS)
+            if refusal.retry_after is not None:
+                headers["Retry-After"] = str(refusal.retry_after)
+                # The widget reads it from another site's page: CORS hides it unless exposed.
+                headers["Access-Control-Expose-Headers"] = "Retry-After"
+            return web.json_response(body, status=refusal.status, headers=headers)
 
     async def _take_upload(self, request: web.Request) -> web.StreamResponse:
         conversation = await self._by_token(request.headers.get(TOKEN_HEADER))

@@ -121,6 +121,24 @@ def parse_mailboxes(raw: object, environ: Mapping[str, str] | None = None) -> li
     return mailboxes
 
 
+#: Keys read by ``_Table.secret``: a secret and the variable naming it. Their values are never
+#: shown in an error, which ends up on stderr and in logs, only their kind.
+_SECRET_KEYS = frozenset({"password", "password_env", "token", "token_env"})
+
+_KINDS = {
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    str: "text",
+    list: "a list",
+    dict: "a table",
+}
+
+
+def _kind(value: object) -> str:
+    return _KINDS.get(type(value), f"a {type(value).__name__}")
+
+
 class _Table:
     """Typed reads from one ``[[imap]]`` table, with errors naming mailbox and key."""
 
@@ -131,32 +149,37 @@ class _Table:
     def error(self, key: str, message: str) -> MailboxConfigError:
         return MailboxConfigError(f"imap mailbox {self.label}: {key}: {message}")
 
+    @staticmethod
+    def got(key: str, value: object) -> str:
+        """What an error says it found: the value itself, or for a secret only its kind."""
+        return f"got {_kind(value)}" if key in _SECRET_KEYS else f"got {value!r}"
+
     def text(self, key: str, default: str | None = None) -> str:
         value = self.table.get(key, default)
         if value is None:
             raise self.error(key, "is required")
         if not isinstance(value, str):
-            raise self.error(key, f"expected text, got {value!r}")
+            raise self.error(key, f"expected text, {self.got(key, value)}")
         return value
 
     def number(self, key: str, default: float, low: float, high: float) -> float:
         value = self.table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(key, f"expected a number, got {value!r}")
+            raise self.error(key, f"expected a number, {self.got(key, value)}")
         if not low <= value <= high:
-            raise self.error(key, f"must be between {low:g} and {high:g}, got {value!r}")
+            raise self.error(key, f"must be between {low:g} and {high:g}, {self.got(key, value)}")
         return float(value)
 
     def flag(self, key: str, default: bool) -> bool:
         value = self.table.get(key, default)
         if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {value!r}")
+            raise self.error(key, f"expected true or false, {self.got(key, value)}")
         return value
 
     def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
         value = self.text(key, default)
         if value not in choices:
-            raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
+            raise self.error(key, f"must be one of {', '.join(choices)}, {self.got(key, value)}")
         return value
 
     def secret(self, key: str, environ: Mapping[str, str]) -> str:

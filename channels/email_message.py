@@ -168,6 +168,43 @@ def parse_email(
         )
 
 
+def read_headers(raw: bytes, *, envelope_sender: str | None = None) -> InboundContact:
+    """What an SMTP session must know before it answers ``250``: the message's identity
+    (natural key, sender) and subject, read from its header block only.
+
+    The body is unpacked by intake's first step (``parse_email`` in a job): the MIME walk
+    costs several times the rest of an accept, and a hostile message then spends a job's
+    budget instead of holding a session. The contact is marked ``raw_only`` for that step.
+    Never raises, like ``parse_email``.
+    """
+    data = bytes(raw)
+    # The header block ends at the first empty line; the parser need not see the body.
+    ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+    block = data[: min(ends) + 2] if ends else data
+    ctx = _Context(max_depth=0)
+    try:
+        msg = BytesParser(policy=email.policy.compat32).parsebytes(block, headersonly=True)
+        message_id, natural_key, sender_name, sender = _identity(msg, data, envelope_sender, ctx)
+        subject = _subject(msg, None)
+        reason = _safe_automatic_reason(msg, envelope_sender)
+    except Exception:
+        # The full parse in intake records what went wrong; here the bytes must only be kept.
+        message_id, natural_key, sender_name, subject = None, synthetic_key(data), "", ""
+        sender = _normalise_address(envelope_sender or "")
+        reason = "headers could not be inspected"
+    return InboundContact(
+        channel="email",
+        natural_key=natural_key,
+        sender=sender,
+        sender_name=sender_name,
+        subject=subject,
+        message_id=message_id,
+        # From the headers too: no automatic reply to a machine, even before the unpacking.
+        automatic_reason=_safe(reason)[:_MAX_REASON_LENGTH] if reason is not None else None,
+        raw_only=True,
+    )
+
+
 def automatic_reason(msg: EmailMessage, envelope_sender: str | None) -> str | None:
     """Why RFC 3834 forbids an automatic reply to ``msg``, or None for a human message."""
     return _safe_automatic_reason(msg, envelope_sender)
@@ -187,13 +224,47 @@ def _safe_automatic_reason(msg: Message, envelope_sender: str | None) -> str | N
 def _parse(raw: bytes, envelope_sender: str | None, max_depth: int) -> InboundContact:
     ctx = _Context(max_depth=max_depth)
     msg = _parse_bytes(raw, ctx, "message")
-
-    message_id = _fit_id(_first_id(_header_text(msg, "Message-ID", ctx.defect)), "Message-ID", ctx)
+    message_id, natural_key, sender_name, sender = _identity(msg, raw, envelope_sender, ctx)
     in_reply_to = _fit_id(
         _first_id(_header_text(msg, "In-Reply-To", ctx.defect)), "In-Reply-To", ctx
     )
     references = [_safe(r) for r in _all_ids(_header_text(msg, "References", ctx.defect))]
 
+    recipients: list[str] = []
+    for header in ("To", "Cc"):
+        for _, address in _addresses(msg, header, ctx.defect):
+            if "@" in address and address not in recipients:
+                recipients.append(address)
+
+    bodies = _collect_part(msg, "", _label(msg, ""), 0, 0, ctx, is_root=True)
+    text, html = _assemble(bodies)
+    reason = _safe_automatic_reason(msg, envelope_sender)
+
+    return InboundContact(
+        channel="email",
+        natural_key=natural_key,
+        sender=sender,
+        sender_name=sender_name,
+        recipients=tuple(recipients),
+        subject=_subject(msg, ctx.defect),
+        text=_safe(text),
+        html=_safe(html) if html is not None else None,
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        references=tuple(references),
+        sent_at=_sent_at(msg, ctx.defect),
+        automatic_reason=_safe(reason)[:_MAX_REASON_LENGTH] if reason is not None else None,
+        attachments=tuple(ctx.attachments),
+        defects=ctx.all_defects(),
+    )
+
+
+def _identity(
+    msg: Message, raw: bytes, envelope_sender: str | None, ctx: _Context
+) -> tuple[str | None, str, str, str]:
+    """Message-ID, natural key, sender's name and address: from the headers alone, so that the
+    SMTP session (``read_headers``) and the full parse agree on them for the same bytes."""
+    message_id = _fit_id(_first_id(_header_text(msg, "Message-ID", ctx.defect)), "Message-ID", ctx)
     sender_name, sender = "", ""
     for header in ("From", "Sender"):
         found = [pair for pair in _addresses(msg, header, ctx.defect) if "@" in pair[1]]
@@ -209,34 +280,8 @@ def _parse(raw: bytes, envelope_sender: str | None, max_depth: int) -> InboundCo
     if len(sender) > _MAX_ADDRESS_LENGTH:
         ctx.defect(f"sender address longer than {_MAX_ADDRESS_LENGTH} characters, truncated")
         sender = sender[:_MAX_ADDRESS_LENGTH]
-
-    recipients: list[str] = []
-    for header in ("To", "Cc"):
-        for _, address in _addresses(msg, header, ctx.defect):
-            if "@" in address and address not in recipients:
-                recipients.append(address)
-
-    bodies = _collect_part(msg, "", _label(msg, ""), 0, 0, ctx, is_root=True)
-    text, html = _assemble(bodies)
-    reason = _safe_automatic_reason(msg, envelope_sender)
-
-    return InboundContact(
-        channel="email",
-        natural_key=f"email:{message_id}" if message_id else synthetic_key(raw),
-        sender=sender,
-        sender_name=sender_name[:_MAX_NAME_LENGTH],
-        recipients=tuple(recipients),
-        subject=_subject(msg, ctx.defect),
-        text=_safe(text),
-        html=_safe(html) if html is not None else None,
-        message_id=message_id,
-        in_reply_to=in_reply_to,
-        references=tuple(references),
-        sent_at=_sent_at(msg, ctx.defect),
-        automatic_reason=_safe(reason)[:_MAX_REASON_LENGTH] if reason is not None else None,
-        attachments=tuple(ctx.attachments),
-        defects=ctx.all_defects(),
-    )
+    natural_key = f"email:{message_id}" if message_id else synthetic_key(raw)
+    return message_id, natural_key, sender_name[:_MAX_NAME_LENGTH], sender
 
 
 def _safe(text: str) -> str:

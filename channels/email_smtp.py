@@ -12,7 +12,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.exc import SQLAlchemyError
 
-from channels.email_message import parse_email, synthetic_key
+from channels.email_message import parse_email, read_headers, synthetic_key
 from models.blobs import BlobStoreError, InsufficientStorage
 from models.inbound import InboundContact
 from models.store import Accepted, Envelope, Store
@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def parse_or_keep(raw: bytes, envelope_sender: str | None) -> InboundContact:
-    """The parser never raises by design; should it ever, the bytes are still kept."""
+    """Intake's unpacker of email. The parser never raises by design; should it ever, the
+    bytes are still kept."""
     try:
         return parse_email(raw, envelope_sender=envelope_sender)
     except Exception as exc:
@@ -37,9 +38,12 @@ def parse_or_keep(raw: bytes, envelope_sender: str | None) -> InboundContact:
 async def ingest_email(
     store: Store, raw: bytes, envelope: Envelope | None = None
 ) -> tuple[Accepted, InboundContact]:
-    """The one path from raw email bytes to a stored contact (SMTP and ``guichet ingest``)."""
+    """The one path from raw email bytes to a stored contact (SMTP, IMAP, ``guichet ingest``).
+
+    Only the headers are read here; intake unpacks the body with ``parse_or_keep``.
+    """
     sender = envelope.sender if envelope else None
-    inbound = await asyncio.to_thread(parse_or_keep, raw, sender)
+    inbound = read_headers(raw, envelope_sender=sender)
     return await store.accept_contact(inbound, raw, envelope), inbound
 
 

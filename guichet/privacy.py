@@ -443,7 +443,7 @@ def _write_zip(data: SubjectData, blobs: BlobStore, output: Path) -> tuple[int, 
     """Write the export to ``output`` whole or not at all; returns (files, missing files)."""
     exported = {key: [row_dict(r) for r in rows] for key, rows in data.rows.items()}
     files: dict[str, str] = {}  # digest -> name in the archive: each content is copied once
-    plan: list[tuple[str, Path]] = []
+    plan: list[tuple[str, str]] = []  # (name in the archive, digest)
     missing = 0
 
     def place(digest: str | None, name: str) -> str | None:
@@ -453,14 +453,14 @@ def _write_zip(data: SubjectData, blobs: BlobStore, output: Path) -> tuple[int, 
         if digest in files:
             return files[digest]
         try:
-            path = blobs.path_for(digest)
-        except ValueError:
-            path = None
-        if path is None or not path.is_file():
+            present = blobs.exists(digest)
+        except ValueError:  # not a digest: nothing could have been stored under it
+            present = False
+        if not present:
             missing += 1
             return None
         files[digest] = name
-        plan.append((name, path))
+        plan.append((name, digest))
         return name
 
     for row in exported["documents"]:
@@ -488,8 +488,8 @@ def _write_zip(data: SubjectData, blobs: BlobStore, output: Path) -> tuple[int, 
     try:
         with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("subject.json", text.encode("utf-8"))
-            for name, path in plan:
-                archive.write(path, name)
+            for name, digest in plan:
+                archive.writestr(name, blobs.get(digest))
         os.replace(tmp_name, output)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -795,30 +795,22 @@ async def referenced_blobs(session: AsyncSession, digests: Collection[str]) -> s
 
 
 def _thumbnail(blobs: BlobStore, digest: str) -> Path:
-    # The inbox caches a PNG of each viewable document beside the blobs (guichet/inbox.py).
+    # The inbox caches a PNG of each viewable document beside the blobs (guichet/inbox.py): a
+    # local cache of its own, not a blob, so it is removed here rather than by the BlobStore.
     return Path(blobs.root) / "thumbnails" / f"{digest}.png"
 
 
-def _set_aside(blobs: BlobStore, digests: Iterable[str]) -> dict[str, Path]:
-    moved = {}
-    for digest in digests:
-        path = blobs.path_for(digest)
-        aside = path.with_name(f".purge-{digest}")
-        try:
-            os.replace(path, aside)
-        except FileNotFoundError:
-            continue
-        moved[digest] = aside
-    return moved
+def _set_aside(blobs: BlobStore, digests: Iterable[str]) -> list[str]:
+    return [digest for digest in digests if blobs.set_aside(digest)]
 
 
-def _settle(blobs: BlobStore, moved: dict[str, Path], wanted: set[str]) -> int:
+def _settle(blobs: BlobStore, moved: Iterable[str], wanted: set[str]) -> int:
     removed = 0
-    for digest, aside in moved.items():
+    for digest in moved:
         if digest in wanted:
-            os.replace(aside, blobs.path_for(digest))
+            blobs.restore(digest)
             continue
-        aside.unlink(missing_ok=True)
+        blobs.discard(digest)
         _thumbnail(blobs, digest).unlink(missing_ok=True)
         removed += 1
     return removed
@@ -827,12 +819,12 @@ def _settle(blobs: BlobStore, moved: dict[str, Path], wanted: set[str]) -> int:
 async def remove_unreferenced_blobs(store: Store, digests: Collection[str]) -> int:
     """Delete the blob files of ``digests`` that no row refers to; returns how many went.
 
-    Called after the rows' deletion is committed. A blob is first renamed aside, then the
-    references are read again: a contact stored meanwhile with the same content has either
-    found the file gone (and written it again) or committed its row, which the second look
-    sees, and the file is put back. Only a writer that found the file before the rename and
-    commits after the second look could still lose it: one transaction's time, for a file
-    that had no reference left.
+    Called after the rows' deletion is committed. A blob is first set aside (hidden, not yet
+    deleted: ``BlobStore.set_aside``), then the references are read again: a contact stored
+    meanwhile with the same content has either found the blob gone (and written it again) or
+    committed its row, which the second look sees, and the blob is restored. Only a writer
+    that found the blob before it was set aside and commits after the second look could still
+    lose it: one transaction's time, for a blob that had no reference left.
     """
     if not digests:
         return 0
@@ -840,7 +832,7 @@ async def remove_unreferenced_blobs(store: Store, digests: Collection[str]) -> i
         unreferenced = set(digests) - await referenced_blobs(session, digests)
     moved = await asyncio.to_thread(_set_aside, store.blobs, sorted(unreferenced))
     async with store.sessions() as session:
-        wanted = await referenced_blobs(session, list(moved))
+        wanted = await referenced_blobs(session, moved)
     return await asyncio.to_thread(_settle, store.blobs, moved, wanted)
 
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from channels.delivery import OutboxDelivery
 from channels.email_out import SmtpRelaySender
-from channels.email_smtp import SmtpIntake, smtp_factory
+from channels.email_smtp import SmtpIntake, parse_or_keep, smtp_factory
 from classifiers.qualify import Qualifier
 from guichet.access import Access
 from guichet.api import create_app
@@ -98,6 +98,7 @@ def build_handlers(
         replies=reply_policy(settings),
         tariffs=load_tariffs(settings.config_dir / "tariffs.toml"),
         dossier_locks=uses_worker_pool(settings),
+        unpackers={"email": parse_or_keep},
     )
     relay_host, relay_port = settings.relay_address
     channels = channels or ChannelParts()

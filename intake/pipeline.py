@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -20,10 +20,12 @@ from intake.invoices import Tariffs, check_invoices
 from intake.reading import OcrPool, Reading, ReadingLimits, read_document
 from intake.understand import Understanding, classify
 from models import jobs
+from models.accept import UNPACK_STEP, new_documents
 from models.clock import utcnow
+from models.inbound import InboundContact
 from models.jobs import CONTACT_JOB, ClaimedJob
 from models.store import Store, audit
-from models.tables import Contact, Document, Dossier, OutboundMessage
+from models.tables import Contact, Delivery, Document, Dossier, OutboundMessage
 from responders import decide
 from responders.acknowledge import MailIdentity, ReplyRoute, reply_route
 from responders.attestation import store_attestation
@@ -34,6 +36,10 @@ from responders.render import TemplateRenderer
 log = logging.getLogger(__name__)
 
 DONE = "done"
+
+
+#: Raw bytes and the envelope sender in, the normalised contact out; never raises.
+Unpacker = Callable[[bytes, str | None], InboundContact]
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,9 @@ class IntakeContext:
     #: On PostgreSQL workers, the steps after ``match`` run under their dossier's lock
     #: (``ContactPipeline.run``); one embedded process needs no lock.
     dossier_locks: bool = False
+    #: Per channel, how a contact stored raw at intake is unpacked (email: the MIME parser,
+    #: given by the composition root since intake does not import channels).
+    unpackers: Mapping[str, Unpacker] = field(default_factory=dict)
 
     @property
     def claim_types(self) -> dict[str, ClaimType]:
@@ -72,6 +81,45 @@ async def _load_contact(session: AsyncSession, contact_id: int) -> Contact:
     if contact is None:
         raise LookupError(f"contact {contact_id} does not exist")
     return contact
+
+
+async def unpack(ctx: IntakeContext, contact_id: int) -> None:
+    """Unpack a contact its transport stored raw (an email whose SMTP session read only the
+    headers): body, attachments and the other headers, from the very bytes acknowledged."""
+    async with ctx.store.sessions() as session:
+        contact = await session.get_one(Contact, contact_id)
+        channel, raw_digest = contact.channel, contact.raw_sha256
+        # MAIL FROM of the first delivery: the parser's fallback sender and RFC 3834 check.
+        envelope_sender = await session.scalar(
+            select(Delivery.envelope_sender)
+            .where(Delivery.contact_id == contact_id)
+            .order_by(Delivery.id)
+            .limit(1)
+        )
+    unpacker = ctx.unpackers.get(channel)
+    if unpacker is None or raw_digest is None:
+        raise LookupError(f"contact {contact_id}: nothing unpacks raw {channel} contacts")
+    raw = await asyncio.to_thread(ctx.store.blobs.get, raw_digest)
+    inbound = await asyncio.to_thread(unpacker, raw, envelope_sender)
+    digests = await asyncio.to_thread(ctx.store.put_attachments, inbound.attachments)
+    async with ctx.store.sessions() as session, session.begin():
+        contact = await _load_contact(session, contact_id)
+        if contact.step != UNPACK_STEP:
+            return
+        # The identity (natural key, sender) stays as accepted: the same bytes give the same.
+        contact.sender = contact.sender or inbound.sender
+        contact.sender_name = contact.sender_name or inbound.sender_name
+        contact.recipients = list(inbound.recipients)
+        contact.subject = inbound.subject
+        contact.text = inbound.text
+        contact.html = inbound.html
+        contact.in_reply_to = inbound.in_reply_to
+        contact.references = list(inbound.references)
+        contact.sent_at = inbound.sent_at
+        contact.automatic_reason = inbound.automatic_reason
+        contact.defects = list(inbound.defects)
+        contact.documents = new_documents(inbound.attachments, digests)
+        contact.step = following(UNPACK_STEP)
 
 
 async def extract(ctx: IntakeContext, contact_id: int) -> None:
@@ -340,6 +388,7 @@ async def check_provider_invoices(ctx: IntakeContext, contact_id: int) -> None:
 
 #: The pipeline as data: step name to step, in order (Mailman's pipelines are tuples too).
 STEPS: dict[str, Step] = {
+    UNPACK_STEP: unpack,
     "extract": extract,
     "classify": understand,
     "invoices": check_provider_invoices,

@@ -45,7 +45,11 @@ def write_durably(target: Path, content: bytes) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     # The rename is only durable once the folder entry itself is on disk.
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+    _fsync_folder(target.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -55,8 +59,9 @@ def write_durably(target: Path, content: bytes) -> None:
 class BlobStore:
     """Raw messages and attachments, stored once each whatever how often they arrive.
 
-    The interface is ``put``/``get``/``exists`` on sha256 digests so that a shared folder can
-    later be swapped for an object store without touching the callers.
+    The interface is ``put``/``get``/``exists``/``delete`` on sha256 digests (and
+    ``set_aside``/``restore``/``discard`` for a removal that may have to be undone) so that a
+    shared folder can later be swapped for an object store without touching the callers.
     """
 
     def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
@@ -115,3 +120,49 @@ class BlobStore:
 
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).exists()
+
+    def delete(self, digest: str) -> bool:
+        """Remove the blob of ``digest`` for good; True if there was one, False if not."""
+        try:
+            self.path_for(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    # A removal in two steps, for the retention purge: the blob is hidden first, then, once the
+    # references have been read again, either restored or discarded. While it is hidden,
+    # ``exists``/``get`` do not see it and ``put`` writes it anew, so a writer racing the removal
+    # keeps its own copy whatever the outcome, and the hidden bytes survive a crash.
+
+    def _aside(self, digest: str) -> Path:
+        # Beside the blob, under a name that is not a digest: get and exists never see it.
+        return self.path_for(digest).with_name(f".purge-{digest}")
+
+    def set_aside(self, digest: str) -> bool:
+        """Hide the blob of ``digest`` until ``restore`` or ``discard``; False if absent."""
+        try:
+            os.replace(self.path_for(digest), self._aside(digest))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def restore(self, digest: str) -> bool:
+        """Bring back a blob set aside; False if none was. A copy ``put`` wrote meanwhile has
+        the same content (it is named by it), so replacing it changes nothing."""
+        target = self.path_for(digest)
+        try:
+            os.replace(self._aside(digest), target)
+        except FileNotFoundError:
+            return False
+        # A restored blob is one a committed row refers to: its name must survive a crash.
+        _fsync_folder(target.parent)
+        return True
+
+    def discard(self, digest: str) -> bool:
+        """Remove a blob set aside for good; False if none was. A copy ``put`` wrote since the
+        blob was set aside is someone else's and stays."""
+        try:
+            self._aside(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True

@@ -10,6 +10,7 @@ transaction created them; no call site has to remember it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import event, text
@@ -63,11 +64,16 @@ def twin_parameters(job: Job) -> dict[str, Any]:
     }
 
 
-@event.listens_for(StoreSession, "after_flush")
-def _defer_new_jobs(session: Session, _context: Any) -> None:
-    new_jobs = [obj for obj in session.new if isinstance(obj, Job)]
-    if not new_jobs or session.get_bind().dialect.name != "postgresql":
+def defer_twins(session: Session, jobs: Sequence[Job]) -> None:
+    """Write the twins of ``jobs`` (flushed, so with their ids) in the session's transaction;
+    nothing on SQLite, where the embedded runner reads the ledger itself."""
+    if not jobs or session.get_bind().dialect.name != "postgresql":
         return
     connection = session.connection()
-    for job in new_jobs:
+    for job in jobs:
         connection.execute(DEFER, twin_parameters(job))
+
+
+@event.listens_for(StoreSession, "after_flush")
+def _defer_new_jobs(session: Session, _context: Any) -> None:
+    defer_twins(session, [obj for obj in session.new if isinstance(obj, Job)])

@@ -55,3 +55,6 @@ class InboundContact:
     #: The dossier reference a person labelled it with (a GED index sidecar): wins over the
     #: machine's matching rules.
     dossier_hint: str | None = None
+    #: Only the identity was read (an email's headers, at SMTP time): intake's first step
+    #: unpacks the raw bytes into the rest of these fields.
+    raw_only: bool = False

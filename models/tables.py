@@ -314,6 +314,9 @@ class Job(Base):
 
 class AuditEvent(Base):
     __tablename__ = "audit_event"
+    # The trail of one object is what is read: the inbox's history of a contact, the SLA sweep
+    # and the retention purge all look events up by (object_type, object_id).
+    __table_args__ = (Index("ix_audit_event_object", "object_type", "object_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

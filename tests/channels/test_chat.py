@@ -15,13 +15,19 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from channels.base import DeliveryError
-from channels.chat import TOKEN_HEADER, ChatLimits, SlidingWindow, WebChat
+from channels.chat import (
+    RETRY_AFTER_SECONDS,
+    TOKEN_HEADER,
+    ChatLimits,
+    SlidingWindow,
+    WebChat,
+)
 from channels.delivery import OutboxDelivery
 from guichet.api import create_app
 from models.jobs import DELIVER_JOB, ClaimedJob
 from models.store import Store
 from models.tables import ChatConversation, ChatReply, Contact, Delivery, OutboundMessage
-from tests.conftest import DATA, Relay, free_port
+from tests.conftest import DATA, Relay, free_port, unwritable, writable
 from tests.guichet.service import GuichetProcess
 
 PHOTO = DATA / "documents" / "statement-photo.jpg"
@@ -386,6 +392,40 @@ async def test_upload_too_large_or_without_a_known_token_is_refused(
         assert r.status == 204
         assert TOKEN_HEADER in r.headers["Access-Control-Allow-Headers"]
     assert await server.contacts() == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_message_the_store_cannot_take_is_refused_with_a_delay_to_retry_after(
+    server: ChatServer, http: aiohttp.ClientSession
+) -> None:
+    blobs = server.store.blobs.root
+    async with http.ws_connect(f"{server.url}/channels/chat/ws") as ws:
+        started = await start(ws)
+        unwritable(blobs)
+        try:
+            refused = await message(ws, "m-1", "Bonjour")
+            form = aiohttp.FormData()
+            form.add_field("id", "u-1")
+            form.add_field("file", PHOTO.read_bytes(), filename="t.jpg", content_type="image/jpeg")
+            async with http.post(
+                f"{server.url}/channels/chat/upload",
+                data=form,
+                headers={TOKEN_HEADER: started["token"]},
+            ) as response:
+                status, headers, body = response.status, response.headers, await response.json()
+        finally:
+            writable(blobs)
+        assert (refused["type"], refused["id"], refused["code"]) == ("error", "m-1", "not_stored")
+        assert refused["retry_after"] == RETRY_AFTER_SECONDS
+        assert (status, body["code"]) == (503, "not_stored")
+        assert headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+        assert headers["Access-Control-Expose-Headers"] == "Retry-After"
+        assert await server.contacts() == []
+        # Sent again once the store works: taken, as a new contact.
+        ack = await message(ws, "m-1", "Bonjour")
+        assert (ack["type"], ack["duplicate"]) == ("ack", False)
+        assert "retry_after" not in ack
+    assert [c.id for c in await server.contacts()] == [ack["contact"]]
 
 
 async def test_reply_is_pushed_to_every_open_window_once(

@@ -21,13 +21,14 @@ from channels.email_imap import (
     MailboxPoller,
     parse_mailboxes,
 )
+from channels.email_smtp import parse_or_keep
 from guichet.settings import DEFAULT_CONFIG, SettingsError, load_settings
 from guichet.wiring import build_channels
 from guichet.workers import WorkerPool
 from models import migrate
 from models.blobs import BlobStore
 from models.store import Store
-from models.tables import Contact, Delivery, Document, ImapFolderState, ImapRefusedMail
+from models.tables import Contact, Delivery, ImapFolderState, ImapRefusedMail
 from tests.channels.dovecot import OTHER_PASSWORD, OTHER_USER, PASSWORD, USER, Dovecot
 from tests.conftest import DATA, Relay
 from tests.guichet.service import GuichetProcess
@@ -220,6 +221,33 @@ def test_parse_mailboxes_names_the_mailbox_and_key_at_fault(raw: object, message
         parse_mailboxes(raw, environ={})
 
 
+async def test_errors_name_a_secret_key_but_never_show_its_value(tmp_path: Path) -> None:
+    settings = tmp_path / "guichet.toml"
+    settings.write_text('[[imap]]\nname = "a"\nhost = "h"\nuser = "u"\npassword = 12345678\n')
+    store = Store.open(f"sqlite+aiosqlite:///{tmp_path / 'g.sqlite3'}", tmp_path / "blobs")
+    try:
+        with pytest.raises(SettingsError) as caught:
+            build_channels(load_settings(settings, environ={}), store, lambda: None)
+    finally:
+        await store.close()
+    assert "mailbox 'a': password: expected text, got a number" in str(caught.value)
+    assert "12345678" not in str(caught.value)
+    for key, value in [
+        ("password", 3.14159),
+        ("password", ["hunter2"]),
+        ("token", {"value": "hunter2"}),
+        ("password_env", 12345678),
+        ("token_env", True),
+    ]:
+        table = {"name": "a", "host": "h", "user": "u", key: value}
+        with pytest.raises(MailboxConfigError, match=f"'a': {key}: expected text, got ") as err:
+            parse_mailboxes([table], environ={})
+        assert str(value) not in str(err.value) and "hunter2" not in str(err.value)
+    # A harmless key's value is still shown: it helps to find the mistake.
+    with pytest.raises(MailboxConfigError, match="port: expected a number, got '993'"):
+        parse_mailboxes([{"host": "h", "user": "u", "password": "p", "port": "993"}], environ={})
+
+
 async def test_wiring_adds_one_adapter_and_turns_bad_tables_into_settings_errors(
     tmp_path: Path,
 ) -> None:
@@ -263,9 +291,11 @@ async def test_mails_are_stored_with_attachments_then_flagged(
     async with store.sessions() as session:
         stored = (await session.scalars(select(Contact).order_by(Contact.id))).all()
         assert [c.message_id for c in stored] == ["one@example.org", "two@example.org"]
-        documents = (await session.scalars(select(Document))).all()
-        assert [(d.filename, d.contact_id) for d in documents] == [("devis.pdf", stored[0].id)]
-        assert store.blobs.get(documents[0].sha256) == PDF.read_bytes()
+        # Stored raw, as from SMTP: intake's first step unpacks the attachment.
+        assert [c.step for c in stored] == ["unpack", "unpack"]
+        raw = store.blobs.get(stored[0].raw_sha256 or "")
+        [attachment] = parse_or_keep(raw, None).attachments
+        assert (attachment.filename, attachment.content) == ("devis.pdf", PDF.read_bytes())
         delivery = await session.scalar(select(Delivery).where(Delivery.contact_id == stored[0].id))
         assert delivery is not None
         assert delivery.peer.startswith(f"imap://{USER}@127.0.0.1:{dovecot.port}/INBOX;")

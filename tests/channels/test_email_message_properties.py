@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from channels.email_message import parse_email
+from channels.email_message import parse_email, read_headers
 from models.inbound import InboundContact
 from models.store import Store
 from models.tables import Contact
@@ -112,6 +112,29 @@ def test_mutated_messages_give_a_storable_contact(raw: bytes) -> None:
     contact = parse_email(raw)
     _check(contact)
     assert time.monotonic() - started < 10
+
+
+def _identity(contact: InboundContact) -> tuple[object, ...]:
+    return (
+        contact.natural_key,
+        contact.sender,
+        contact.sender_name,
+        contact.message_id,
+        contact.subject,
+        contact.automatic_reason,
+    )
+
+
+@CI
+@given(st.one_of(mutated(), st.binary(max_size=3000)), st.sampled_from([None, "", "a@b.example"]))
+@example(b"From: a@b.example\r\n\nMessage-ID: <late@x>\r\n\r\n", None)
+@example(b"From: a@b.example\r\rMessage-ID: <cr@x>\n\nbody", None)
+def test_the_smtp_session_and_intake_agree_on_identity(raw: bytes, mail_from: str | None) -> None:
+    """The session answers from the headers alone; intake's full parse of the same bytes must
+    give the same natural key, sender and subject, or a re-sent mail would not be known."""
+    early = read_headers(raw, envelope_sender=mail_from)
+    assert early.raw_only and not early.text and not early.attachments
+    assert _identity(early) == _identity(parse_email(raw, envelope_sender=mail_from))
 
 
 def _built(subject: str, sender: str, files: list[tuple[str, bytes]], name: str = "") -> bytes:

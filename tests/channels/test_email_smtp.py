@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from channels.email_smtp import SmtpIntake, smtp_factory
+from channels.email_smtp import SmtpIntake, parse_or_keep, smtp_factory
 from models.blobs import BlobStore
 from models.store import Accepted, Store
 from models.tables import Contact, Delivery, Document
@@ -94,8 +94,16 @@ async def test_250_means_stored(server: Server) -> None:
         )
         raw = server.store.blobs.get(contact.raw_sha256 or "")
         assert b"Message-ID: <m1@example.org>" in raw
-        document = await session.scalar(select(Document))
-        assert document is not None and document.filename == "facture.pdf"
+        # The session read the headers only: intake's first step unpacks the body, from the
+        # bytes kept, into the same contact the full parse would have made.
+        assert contact.step == "unpack" and contact.text == ""
+        assert await session.scalar(select(Document)) is None
+        unpacked = parse_or_keep(raw, "jean.dupont@example.org")
+        assert (unpacked.natural_key, unpacked.sender) == (
+            contact.natural_key,
+            contact.sender,
+        )
+        assert [a.filename for a in unpacked.attachments] == ["facture.pdf"]
         delivery = await session.scalar(select(Delivery))
         assert delivery is not None
         assert delivery.envelope_recipients == [f"sinistres@{DOMAIN}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from guichet import cli
+from guichet import cli, privacy
 from guichet.logs import QUIET_LOGGERS, RedactingFilter
 from guichet.privacy import (
     EXPORTED,
@@ -34,6 +35,7 @@ from guichet.privacy import (
 from guichet.search import search
 from guichet.settings import load_settings
 from models import jobs, migrate
+from models.blobs import BlobStore
 from models.inbound import InboundAttachment, InboundContact
 from models.store import Store
 from models.tables import (
@@ -385,6 +387,107 @@ async def test_purge_deletes_an_old_closed_dossier_and_keeps_the_rest(
     assert again.dossiers == [] and again.blobs == 0
     forever = await purge_expired(store, 0, now=NOW + timedelta(days=99999))
     assert forever.cutoff is None and forever.dossiers == []
+
+
+class MemoryBlobs(BlobStore):
+    """Blobs held in memory, as an object store would hold them: there is no folder to reach
+    around the interface by, so a caller that tries fails the test."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.objects: dict[str, bytes] = {}
+        self.aside: dict[str, bytes] = {}
+
+    @staticmethod
+    def _checked(digest: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError(f"not a sha256 digest: {digest!r}")
+        return digest
+
+    def path_for(self, digest: str) -> Path:
+        raise AssertionError("a blob was reached by its path, not through the blob store")
+
+    def put(self, content: bytes) -> str:
+        digest = hashlib.sha256(content).hexdigest()
+        self.objects.setdefault(digest, content)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        try:
+            return self.objects[self._checked(digest)]
+        except KeyError:
+            raise FileNotFoundError(digest) from None
+
+    def exists(self, digest: str) -> bool:
+        return self._checked(digest) in self.objects
+
+    def delete(self, digest: str) -> bool:
+        return self.objects.pop(self._checked(digest), None) is not None
+
+    def set_aside(self, digest: str) -> bool:
+        if self._checked(digest) not in self.objects:
+            return False
+        self.aside[digest] = self.objects.pop(digest)
+        return True
+
+    def restore(self, digest: str) -> bool:
+        if self._checked(digest) not in self.aside:
+            return False
+        self.objects[digest] = self.aside.pop(digest)
+        return True
+
+    def discard(self, digest: str) -> bool:
+        return self.aside.pop(self._checked(digest), None) is not None
+
+
+async def test_export_and_purge_reach_blobs_only_through_the_blob_store(
+    store: Store, tmp_path: Path
+) -> None:
+    store.blobs = blobs = MemoryBlobs(tmp_path / "no-such-folder")
+    world = await _world(store)
+
+    result = await export_subject(store, "jean.dupont@example.org", tmp_path / "jean.zip")
+    assert result is not None and (result.files, result.missing_files) == (8, 0)
+    data, files = _read_export(tmp_path / "jean.zip")
+    for document in data["documents"]:
+        assert files[document["file"]] == blobs.get(document["sha256"])
+
+    report = await purge_expired(store, 3650, now=NOW)
+    assert report.blobs == len(world.unique_blobs)
+    assert not any(blobs.exists(d) for d in world.unique_blobs)
+    assert blobs.exists(world.shared_blob)
+    assert blobs.aside == {}
+    assert not (tmp_path / "no-such-folder").exists()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_blob_wanted_again_during_its_removal_is_kept(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The removal hides the blobs, reads the references again, then restores or discards."""
+    blobs = store.blobs
+    claimed, rewritten, gone = (blobs.put(c) for c in (b"claimed", b"rewritten", b"gone"))
+    first_look = privacy.referenced_blobs
+    looks: list[set[str]] = []
+
+    async def racing(session: Any, digests: Any) -> set[str]:
+        looks.append(set(digests))
+        if len(looks) == 1:
+            return await first_look(session, digests)
+        # Meanwhile: a contact that found "claimed" before it was hidden committed its row,
+        # and one storing "rewritten" found it gone and wrote it again (not committed yet).
+        assert not any(blobs.exists(d) for d in (claimed, rewritten, gone))
+        blobs.put(b"rewritten")
+        return {claimed}
+
+    monkeypatch.setattr(privacy, "referenced_blobs", racing)
+    removed = await privacy.remove_unreferenced_blobs(store, [claimed, rewritten, gone])
+    assert looks == [{claimed, rewritten, gone}] * 2
+    assert removed == 2
+    assert blobs.get(claimed) == b"claimed"
+    assert blobs.get(rewritten) == b"rewritten"
+    assert not blobs.exists(gone)
+    assert not [p for p in blobs.root.rglob(".purge-*")]
 
 
 # --------------------------------------------------------------------------- the commands

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+from channels.email_message import parse_email
+from channels.email_smtp import ingest_email
 from guichet.service import build_runner
 from guichet.settings import PROJECT_ROOT, load_settings
 from intake.pipeline import ContactPipeline
@@ -20,7 +22,7 @@ from intake.runner import JobRunner
 from models.inbound import InboundAttachment, InboundContact
 from models.jobs import CONTACT_JOB
 from models.reference import load_reference_data, read_reference_file
-from models.store import Store
+from models.store import Envelope, Store
 from models.tables import AuditEvent, Contact, Job, OutboundMessage
 from tests.conftest import Relay
 
@@ -528,3 +530,58 @@ async def test_matched_steps_go_on_in_a_job_holding_the_dossier_lock(
         (f"dossier:{contact.dossier_id}", "done"),
     ]
     assert len(_acks(relay)) == 1
+
+
+async def test_a_mail_stored_raw_by_the_smtp_session_is_unpacked_first(
+    demo_store: Store, ocr: OcrPool, relay: Relay
+) -> None:
+    """The session read the headers only; the unpack step makes the contact the full parse
+    of the same bytes makes, documents included, and the rest of intake follows."""
+    mail = EmailMessage()
+    mail["From"] = "Jean Dupont <jean.dupont@example.org>"
+    mail["To"] = "sinistres@guichet.localhost"
+    mail["Subject"] = "Dossier AS-2026-000001"
+    mail["Message-ID"] = "<raw-1@example.org>"
+    mail["Date"] = "Mon, 02 Nov 2026 09:30:00 +0100"
+    mail.set_content("Bonjour,\nvoici la facture du taxi.\n")
+    pdf = (DOCS / "quote-text-layer.pdf").read_bytes()
+    mail.add_attachment(pdf, maintype="application", subtype="pdf", filename="facture.pdf")
+    raw = mail.as_bytes()
+    accepted, early = await ingest_email(
+        demo_store, raw, Envelope(sender="jean.dupont@example.org")
+    )
+    assert early.raw_only and early.attachments == ()
+    full = parse_email(raw, envelope_sender="jean.dupont@example.org")
+    async with demo_store.sessions() as session:
+        contact = await session.get_one(Contact, accepted.contact_id)
+        assert (contact.step, contact.subject, contact.text) == ("unpack", full.subject, "")
+
+    await _runner(demo_store, ocr, relay).run_pending()
+    async with demo_store.sessions() as session:
+        contact = await session.get_one(Contact, accepted.contact_id)
+        await session.refresh(contact, ["documents", "dossier"])
+        assert (contact.step, contact.status) == ("done", "processed")
+        assert contact.dossier is not None and contact.dossier.ref == "AS-2026-000001"
+        assert (contact.text, contact.recipients, contact.sent_at) == (
+            full.text,
+            list(full.recipients),
+            full.sent_at,
+        )
+        [document] = contact.documents
+        assert (document.filename, document.status) == ("facture.pdf", "ok")
+        assert demo_store.blobs.get(document.sha256) == pdf
+    assert len(_acks(relay)) == 1
+
+
+async def test_a_raw_contact_no_unpacker_knows_is_parked_with_the_reason(
+    demo_store: Store, ocr: OcrPool, relay: Relay
+) -> None:
+    raw_sms = InboundContact(
+        channel="sms", natural_key="SM-raw", sender="+33612345678", raw_only=True
+    )
+    accepted = await demo_store.accept_contact(raw_sms, b"Body=Bonjour")
+    await _runner(demo_store, ocr, relay).run_pending()
+    async with demo_store.sessions() as session:
+        contact = await session.get_one(Contact, accepted.contact_id)
+    assert contact.status == "failed"
+    assert "nothing unpacks raw sms contacts" in str(contact.status_reason)

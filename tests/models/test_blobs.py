@@ -39,3 +39,45 @@ def test_unwritable_folder_raises_blob_store_error_and_leaves_nothing(tmp_path: 
 def test_rejects_paths_that_are_not_digests(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a sha256"):
         BlobStore(tmp_path).get("../../etc/passwd")
+
+
+def test_delete_removes_a_blob_and_is_quiet_when_there_is_none(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+    digest = blobs.put(b"facture")
+    assert blobs.delete(digest) is True
+    assert not blobs.exists(digest)
+    with pytest.raises(FileNotFoundError):
+        blobs.get(digest)
+    assert blobs.delete(digest) is False
+    assert blobs.delete(hashlib.sha256(b"never stored").hexdigest()) is False
+    with pytest.raises(ValueError, match="not a sha256"):
+        blobs.delete("../../etc/passwd")
+
+
+def test_a_blob_set_aside_is_hidden_until_restored_or_discarded(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+    kept, dropped = blobs.put(b"kept"), blobs.put(b"dropped")
+    assert blobs.set_aside(kept) and blobs.set_aside(dropped)
+    assert not blobs.exists(kept) and not blobs.exists(dropped)
+    assert blobs.set_aside(kept) is False  # nothing left to hide
+
+    assert blobs.restore(kept) is True
+    assert blobs.get(kept) == b"kept"
+    assert blobs.discard(dropped) is True
+    assert not blobs.exists(dropped)
+    # Nothing aside any more: both are no-ops, and the restored blob is left alone.
+    assert blobs.restore(dropped) is False and blobs.discard(kept) is False
+    assert blobs.get(kept) == b"kept"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [kept]
+
+
+def test_a_blob_written_again_while_set_aside_survives_either_outcome(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+    first, second = blobs.put(b"one"), blobs.put(b"two")
+    blobs.set_aside(first)
+    blobs.set_aside(second)
+    # A writer storing the same contents meanwhile finds them absent and writes them anew.
+    assert blobs.put(b"one") == first and blobs.put(b"two") == second
+    assert blobs.restore(first) is True
+    assert blobs.discard(second) is True
+    assert (blobs.get(first), blobs.get(second)) == (b"one", b"two")

@@ -1,0 +1,113 @@
+"""Group commit of accepts on SQLite and PostgreSQL: batches, duplicates in a batch, one bad
+contact among good ones, and the workers' twin jobs written in the same transaction."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select, text
+
+from models.accept import Accepted, Envelope, Pending
+from models.inbound import InboundContact
+from models.jobs import CONTACT_JOB
+from models.store import Store
+from models.tables import AuditEvent, Contact, Delivery, Job
+
+
+def sms(n: int, key: str | None = None) -> InboundContact:
+    return InboundContact(
+        channel="sms",
+        natural_key=key or f"SM{n:032d}",
+        sender=f"+3361234{n:04d}",
+        text=f"Bonjour, message {n}",
+    )
+
+
+def pending(n: int, digests: list[str] | None = None) -> Pending:
+    future = asyncio.get_running_loop().create_future()
+    return Pending(sms(n), "0" * 64, digests or [], Envelope(), CONTACT_JOB, future)
+
+
+async def count(store: Store, table: type) -> int:
+    async with store.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(table)) or 0)
+
+
+async def test_a_flood_is_written_in_fewer_transactions_than_contacts(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.accept_contact(sms(n), f"raw {n}".encode()) for n in range(60))
+    )
+    assert len({r.contact_id for r in results}) == 60
+    assert not any(r.duplicate for r in results)
+    writer = store.accepts
+    assert writer.written == 60
+    # The first contact goes alone; the others queued behind it share transactions.
+    assert 1 < writer.batches < 60
+    assert await count(store, Contact) == 60
+    assert await count(store, Delivery) == 60
+    assert await count(store, AuditEvent) == 60
+    async with store.sessions() as session:
+        subjects = (
+            await session.scalars(select(Job.subject_id).where(Job.kind == CONTACT_JOB))
+        ).all()
+        assert sorted(subjects) == sorted(r.contact_id for r in results)
+        # Each contact is answered with its own row: its key, not a neighbour's.
+        keys = dict((await session.execute(select(Contact.id, Contact.natural_key))).all())
+    for n, result in enumerate(results):
+        assert keys[result.contact_id] == f"SM{n:032d}"
+
+
+async def test_the_same_message_twice_in_one_batch_is_one_contact(store: Store) -> None:
+    # Queued together, before the writer runs: one batch.
+    first, second, other = await asyncio.gather(
+        store.accepts.submit(pending(1)),
+        store.accepts.submit(pending(1)),
+        store.accepts.submit(pending(2)),
+    )
+    assert store.accepts.batches == 1
+    assert first.contact_id == second.contact_id != other.contact_id
+    assert (first.duplicate, second.duplicate, other.duplicate) == (False, True, False)
+    # Delivered again later: the database already knows it.
+    third = await store.accept_contact(sms(1), b"one a third time")
+    assert third == Accepted(first.contact_id, duplicate=True)
+    async with store.sessions() as session:
+        contact = await session.get_one(Contact, first.contact_id)
+        assert contact.duplicate_count == 2
+        deliveries = (
+            await session.scalars(
+                select(Delivery.duplicate).where(Delivery.contact_id == first.contact_id)
+            )
+        ).all()
+        assert sorted(deliveries) == [False, True, True]
+    assert await count(store, Job) == 2
+
+
+async def test_one_contact_that_cannot_be_written_fails_alone(store: Store) -> None:
+    # A contact whose attachments and blobs disagree cannot be built: its batch fails, then
+    # each of the batch is written alone, and only that one is refused.
+    batch = [pending(1), pending(2, ["extra-digest"]), pending(3)]
+    outcomes = await asyncio.gather(
+        *(store.accepts.submit(p) for p in batch), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], Accepted) and isinstance(outcomes[2], Accepted)
+    assert isinstance(outcomes[1], ValueError)
+    assert await count(store, Contact) == 2
+    assert await count(store, Job) == 2
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_on_postgresql_each_contact_job_has_its_worker_twin(store: Store) -> None:
+    await asyncio.gather(*(store.accept_contact(sms(n), b"raw") for n in range(20)))
+    async with store.sessions() as session:
+        twins = await session.scalar(text("SELECT count(*) FROM procrastinate_jobs"))
+        jobs = await session.scalar(select(func.count()).select_from(Job))
+    assert twins == jobs == 20
+
+
+async def test_closing_the_store_waits_for_accepts_under_way(store: Store) -> None:
+    waiting = [asyncio.create_task(store.accepts.submit(pending(n))) for n in range(10)]
+    await asyncio.sleep(0)
+    await store.accepts.close()
+    assert all(task.done() and not task.cancelled() for task in waiting)
+    assert await count(store, Contact) == 10
