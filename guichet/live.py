@@ -48,8 +48,11 @@ class LiveFeed:
                 self._queues.discard(queue)
 
     def poke(self) -> None:
-        """Something was stored: look now rather than at the next poll."""
-        self._poke.set()
+        """Something was stored: look now rather than at the next poll. With nobody listening
+        the regular poll is enough: under a flood, a look per contact cost the fronts two
+        queries each for no one."""
+        if self._queues:
+            self._poke.set()
 
     async def check(self) -> None:
         """Publish what appeared in the store since the last look."""

@@ -17,21 +17,27 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, event, insert, select, update
+from sqlalchemy import Connection, Engine, Table, event, insert, select, update
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
 from models.clock import utcnow
 from models.db import sqlite_begin, sqlite_pragmas, sync_url
-from models.dispatch import StoreSession, defer_twins
+from models.dispatch import defer_twins
 from models.inbound import InboundAttachment, InboundContact
 from models.tables import AuditEvent, Contact, Delivery, Document, Job
 
 log = logging.getLogger(__name__)
+
+# The tables themselves: the accept writes Core statements (``write_batch``).
+CONTACTS = cast(Table, Contact.__table__)
+DOCUMENTS = cast(Table, Document.__table__)
+JOBS = cast(Table, Job.__table__)
+AUDIT_EVENTS = cast(Table, AuditEvent.__table__)
+DELIVERIES = cast(Table, Delivery.__table__)
 
 #: The contact job's current step is kept on ``Contact.step``; this is where it starts.
 FIRST_STEP = "extract"
@@ -131,18 +137,18 @@ def new_documents(
     ]
 
 
-def write_batch(session: Session, batch: Sequence[Pending]) -> list[Accepted]:
+def write_batch(connection: Connection, batch: Sequence[Pending]) -> list[Accepted]:
     """Insert ``batch`` in the caller's transaction; a known natural key (in the database, or
     earlier in the batch) only records a duplicate delivery (DESIGN rule 2).
 
-    Rows go in as bulk INSERTs, one per table for the whole batch, not through the unit of
-    work: that bookkeeping cost more than the statements. So the jobs' worker twins are
-    written here (``dispatch.defer_twins``), where the session's flush hook would not see them.
+    Rows go in as Core INSERTs, one per table for the whole batch, on a plain connection:
+    the ORM's session and unit of work cost more than the statements. So the jobs' worker
+    twins are written here (``dispatch.defer_twins``): no session flush hook sees them.
     """
     known: dict[tuple[str, str], int] = {}
     for channel in {p.inbound.channel for p in batch}:
         keys = {p.inbound.natural_key for p in batch if p.inbound.channel == channel}
-        rows = session.execute(
+        rows = connection.execute(
             select(Contact.natural_key, Contact.id).where(
                 Contact.channel == channel, Contact.natural_key.in_(keys)
             )
@@ -153,10 +159,14 @@ def write_batch(session: Session, batch: Sequence[Pending]) -> list[Accepted]:
         if pending.key not in known and pending.key not in fresh:
             fresh[pending.key] = pending
     if fresh:
-        ids = session.scalars(
-            insert(Contact).returning(Contact.id, sort_by_parameter_order=True),
-            [_contact_row(p) for p in fresh.values()],
-        ).all()
+        ids = (
+            connection.execute(
+                insert(CONTACTS).returning(CONTACTS.c.id, sort_by_parameter_order=True),
+                [_contact_row(p) for p in fresh.values()],
+            )
+            .scalars()
+            .all()
+        )
         created = dict(zip(fresh, ids, strict=True))
         documents = [
             {**_document_row(attachment, digest, position), "contact_id": created[key]}
@@ -166,7 +176,7 @@ def write_batch(session: Session, batch: Sequence[Pending]) -> list[Accepted]:
             )
         ]
         if documents:
-            session.execute(insert(Document), documents)
+            connection.execute(insert(DOCUMENTS), documents)
         now = utcnow()
         job_rows = [
             {
@@ -178,12 +188,18 @@ def write_batch(session: Session, batch: Sequence[Pending]) -> list[Accepted]:
             }
             for key, p in fresh.items()
         ]
-        job_ids = session.scalars(
-            insert(Job).returning(Job.id, sort_by_parameter_order=True), job_rows
-        ).all()
-        defer_twins(session, [Job(id=i, **row) for i, row in zip(job_ids, job_rows, strict=True)])
-        session.execute(
-            insert(AuditEvent),
+        job_ids = (
+            connection.execute(
+                insert(JOBS).returning(JOBS.c.id, sort_by_parameter_order=True), job_rows
+            )
+            .scalars()
+            .all()
+        )
+        defer_twins(
+            connection, [Job(id=i, **row) for i, row in zip(job_ids, job_rows, strict=True)]
+        )
+        connection.execute(
+            insert(AUDIT_EVENTS),
             [
                 {
                     "actor": f"channel:{p.inbound.channel}",
@@ -217,9 +233,9 @@ def write_batch(session: Session, batch: Sequence[Pending]) -> list[Accepted]:
             }
         )
         results.append(Accepted(contact_id, duplicate=duplicate))
-    session.execute(insert(Delivery), deliveries)
+    connection.execute(insert(DELIVERIES), deliveries)
     for contact_id, extra in duplicates.items():
-        session.execute(
+        connection.execute(
             update(Contact)
             .where(Contact.id == contact_id)
             .values(duplicate_count=Contact.duplicate_count + extra)
@@ -248,7 +264,6 @@ class AcceptWriter:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: Engine | None = None
-        self._sessions: sessionmaker[StoreSession] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._queue: list[Pending] = []
         self._draining: asyncio.Task[None] | None = None
@@ -271,7 +286,6 @@ class AcceptWriter:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
-            self._sessions = None
 
     async def _drain(self) -> None:
         while self._queue:
@@ -313,13 +327,12 @@ class AcceptWriter:
 
     def _write(self, batch: list[Pending]) -> list[Accepted]:
         """In the writer's thread: one transaction for the batch, retried once on a key race."""
-        if self._sessions is None:
+        if self._engine is None:
             self._engine = sync_engine_for(self.url)
-            self._sessions = sessionmaker(self._engine, class_=StoreSession, expire_on_commit=False)
         for attempt in range(2):
             try:
-                with self._sessions() as session, session.begin():
-                    results = write_batch(session, batch)
+                with self._engine.begin() as connection:
+                    results = write_batch(connection, batch)
             except IntegrityError:
                 # Another process stored one of these natural keys between our look-up and
                 # our insert (PostgreSQL fronts side by side): the next pass sees it as known.

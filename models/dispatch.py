@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.orm import Session
 
 from models.clock import utcnow
@@ -64,16 +64,17 @@ def twin_parameters(job: Job) -> dict[str, Any]:
     }
 
 
-def defer_twins(session: Session, jobs: Sequence[Job]) -> None:
-    """Write the twins of ``jobs`` (flushed, so with their ids) in the session's transaction;
-    nothing on SQLite, where the embedded runner reads the ledger itself."""
-    if not jobs or session.get_bind().dialect.name != "postgresql":
+def defer_twins(connection: Connection, jobs: Sequence[Job]) -> None:
+    """Write the twins of ``jobs`` (flushed, so with their ids) in the connection's
+    transaction; nothing on SQLite, where the embedded runner reads the ledger itself."""
+    if not jobs or connection.dialect.name != "postgresql":
         return
-    connection = session.connection()
     for job in jobs:
         connection.execute(DEFER, twin_parameters(job))
 
 
 @event.listens_for(StoreSession, "after_flush")
 def _defer_new_jobs(session: Session, _context: Any) -> None:
-    defer_twins(session, [obj for obj in session.new if isinstance(obj, Job)])
+    new_jobs = [obj for obj in session.new if isinstance(obj, Job)]
+    if new_jobs:
+        defer_twins(session.connection(), new_jobs)
