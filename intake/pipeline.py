@@ -418,11 +418,9 @@ class ContactPipeline:
         self.ctx = ctx
 
     async def run(self, job: ClaimedJob) -> None:
+        async with self.ctx.store.sessions() as session:
+            step = await session.scalar(select(Contact.step).where(Contact.id == job.subject_id))
         for _ in range(len(STEPS) + 1):
-            async with self.ctx.store.sessions() as session:
-                step = await session.scalar(
-                    select(Contact.step).where(Contact.id == job.subject_id)
-                )
             if step is None or step == DONE:
                 return
             if step not in STEPS:
@@ -431,6 +429,9 @@ class ContactPipeline:
                 return
             log.debug("contact %s: %s", job.subject_id, step)
             await STEPS[step](self.ctx, job.subject_id)
+            # Every step commits the next one in the transaction that ends it (``following``),
+            # so the store need not be asked again: a query less per step of every contact.
+            step = following(step)
         raise RuntimeError(f"contact {job.subject_id} did not finish its steps")
 
     async def _hand_off(self, job: ClaimedJob) -> bool:
