@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from channels import delivery
 from channels.email_smtp import ingest_email
-from guichet.service import build_runner, open_store
+from guichet.parts import open_store
+from guichet.service import build_runner
 from guichet.settings import load_settings
 from intake import pipeline, understand
 from intake.reading import OcrPool

@@ -10,31 +10,23 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from channels.email_smtp import ingest_email
-from channels.ged import DossierNotFound, export_dossier
-from classifiers.corpus import CorpusError, read_corpus, split
-from classifiers.qualify import Qualifier
+from classifiers.corpus import CorpusError
 from guichet import auth, logs, privacy, reports
-from guichet.classify import (
-    FileClassifier,
-    Reader,
-    evaluate,
-    expand_paths,
-    format_report,
-    train_models,
-    training_texts,
-)
-from guichet.parts import web_pages
-from guichet.service import build_runner, open_store, reading_limits, serve, work
+from guichet.parts import open_store, web_pages
 from guichet.settings import Settings, SettingsError, load_settings
-from intake.reading import OcrPool
 from models import migrate
-from models.corrections import export_corpus
 from models.reference import ReferenceDataError, load_reference_data, read_reference_file
-from models.store import Envelope
+
+if TYPE_CHECKING:
+    from guichet.classify import Reader
+    from intake.reading import OcrPool
+
+# The service, the models and the channels are imported by the commands that use them:
+# together they take seconds to import, which ``guichet user add`` need not wait for.
 
 #: The demo's gestionnaire account (password = name), created only by `guichet demo`.
 DEMO_USER = "demo"
@@ -158,6 +150,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _ged_export(settings: Settings, ref: str) -> int:
+    from channels.ged import DossierNotFound, export_dossier
+
     migrate.upgrade(settings.effective_database_url)
     store = open_store(settings)
     try:
@@ -283,6 +277,8 @@ async def _demo(settings: Settings) -> None:
 
 
 async def _export_corrections(settings: Settings, folder: Path) -> None:
+    from models.corrections import export_corpus
+
     migrate.upgrade(settings.effective_database_url)
     store = open_store(settings)
     try:
@@ -294,12 +290,19 @@ async def _export_corrections(settings: Settings, folder: Path) -> None:
 
 
 def _reader(settings: Settings, pool: OcrPool) -> Reader:
+    from guichet.classify import Reader
+    from guichet.service import reading_limits
+
     return Reader(pool, reading_limits(settings), settings.home / "cache" / "texts")
 
 
 async def _train(
     settings: Settings, corpora: Sequence[Path], holdout: float, out: Path | None
 ) -> None:
+    from classifiers.corpus import read_corpus, split
+    from guichet.classify import train_models, training_texts
+    from intake.reading import OcrPool
+
     items = []
     for corpus in corpora:
         train, held = split(read_corpus(corpus), holdout)
@@ -317,6 +320,10 @@ async def _train(
 
 
 async def _classify_or_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from classifiers.qualify import Qualifier
+    from guichet.classify import FileClassifier, evaluate, expand_paths, format_report
+    from intake.reading import OcrPool
+
     qualifier = Qualifier(args.models or settings.models_dir, settings.default_language)
     pool = OcrPool(settings.ocr_pool_size)
     try:
@@ -355,6 +362,11 @@ async def _load(settings: Settings, path: Path) -> None:
 
 
 async def _ingest(settings: Settings, files: Sequence[Path], process: bool) -> int:
+    from channels.email_smtp import ingest_email
+    from guichet.service import build_runner
+    from intake.reading import OcrPool
+    from models.store import Envelope
+
     migrate.upgrade(settings.effective_database_url)
     store = open_store(settings)
     failures = 0
@@ -392,8 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "serve":
+            from guichet.service import serve
+
             asyncio.run(serve(settings, workers=not args.no_workers))
         elif args.command == "worker":
+            from guichet.service import work
+
             asyncio.run(work(settings))
         elif args.command == "db":
             migrate.upgrade(settings.effective_database_url)

@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 from guichet.settings import Settings
 from intake.coverage import load_claim_types, load_rates
 from intake.evaluate import ReferenceRules
+from models.store import Store
 from responders.acknowledge import MailIdentity
 
 
@@ -49,3 +50,8 @@ def uses_worker_pool(settings: Settings) -> bool:
     """On PostgreSQL, jobs and periodic work run on procrastinate workers (guichet/workers.py),
     any number of processes on any number of hosts; with SQLite, in the one service process."""
     return make_url(settings.effective_database_url).get_backend_name() == "postgresql"
+
+
+def open_store(settings: Settings) -> Store:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return Store.open(settings.effective_database_url, settings.blob_dir, settings.min_free_bytes)

@@ -18,7 +18,7 @@ from classifiers.qualify import Qualifier
 from guichet.access import Access
 from guichet.api import create_app
 from guichet.live import LiveFeed
-from guichet.parts import mail_identity, reference_rules, uses_worker_pool
+from guichet.parts import mail_identity, open_store, reference_rules, uses_worker_pool
 from guichet.privacy import purge_expired
 from guichet.settings import Settings, SettingsError
 from guichet.sweeps import sla_sweep
@@ -36,11 +36,6 @@ from responders.outbox import missing_list_check
 from responders.render import TemplateRenderer
 
 log = logging.getLogger(__name__)
-
-
-def open_store(settings: Settings) -> Store:
-    settings.home.mkdir(parents=True, exist_ok=True)
-    return Store.open(settings.effective_database_url, settings.blob_dir, settings.min_free_bytes)
 
 
 def reading_limits(settings: Settings) -> ReadingLimits:

@@ -280,12 +280,15 @@ class AcceptWriter:
     async def close(self) -> None:
         if self._draining is not None and not self._draining.done():
             await asyncio.shield(self._draining)
-        if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, wait=True)
-            self._executor = None
+        if self._executor is None:
+            return
+        loop = asyncio.get_running_loop()
         if self._engine is not None:
-            self._engine.dispose()
+            # In the writer's thread: its connections were made there.
+            await loop.run_in_executor(self._executor, self._engine.dispose)
             self._engine = None
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        self._executor = None
 
     async def _drain(self) -> None:
         while self._queue:

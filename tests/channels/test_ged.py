@@ -24,7 +24,8 @@ from channels.ged import (
     read_sidecar,
 )
 from classifiers.corpus import DOC_TYPES
-from guichet.service import build_runner, open_store
+from guichet.parts import open_store
+from guichet.service import build_runner
 from guichet.settings import PROJECT_ROOT, load_settings
 from guichet.wiring import build_channels
 from intake.closing import UnknownDossier, close_dossier

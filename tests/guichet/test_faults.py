@@ -24,7 +24,7 @@ from channels.edi import EdiAdapter, EdiIntake
 from channels.email_smtp import SmtpIntake, ingest_email, smtp_factory
 from channels.twilio_sms import INBOUND_PATH, TwilioAccount, TwilioWebhooks
 from guichet.api import create_app
-from guichet.service import open_store
+from guichet.parts import open_store
 from guichet.settings import load_settings
 from models import migrate
 from models.blobs import InsufficientStorage
