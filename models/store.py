@@ -8,14 +8,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from models.accept import FIRST_STEP, Accepted, AcceptWriter, Envelope, Pending
+from models.accept import Accepted, AcceptWriter, Envelope, Pending
 from models.blobs import BlobStore
 from models.db import SessionFactory, create_engine, session_factory
 from models.inbound import InboundAttachment, InboundContact
 from models.jobs import CONTACT_JOB
 from models.tables import AuditEvent
 
-__all__ = ["FIRST_STEP", "Accepted", "Envelope", "Store", "audit"]
+__all__ = ["Accepted", "Envelope", "Store", "audit"]
 
 
 def audit(
