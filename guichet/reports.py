@@ -14,8 +14,6 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
-from openpyxl import Workbook
-from openpyxl.styles import Font
 from sqlalchemy import String, case, cast, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -461,6 +459,10 @@ def to_csv(report: Report, lang: str = "fr") -> str:
 
 def to_xlsx(report: Report, target: Path | io.BytesIO, lang: str = "fr") -> None:
     """One sheet per table, named by its key; the header row in bold."""
+    # Here, not at the top: every ``guichet`` command imports this module, few write xlsx.
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
     labels = LABELS[lang]
     book = Workbook()
     if book.active is not None:

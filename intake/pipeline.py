@@ -116,7 +116,8 @@ async def unpack(ctx: IntakeContext, contact_id: int) -> None:
         contact.in_reply_to = inbound.in_reply_to
         contact.references = list(inbound.references)
         contact.sent_at = inbound.sent_at
-        contact.automatic_reason = inbound.automatic_reason
+        # A reason the session found in the headers stays: in doubt, no automatic reply.
+        contact.automatic_reason = contact.automatic_reason or inbound.automatic_reason
         contact.defects = list(inbound.defects)
         contact.documents = new_documents(inbound.attachments, digests)
         contact.step = following(UNPACK_STEP)

@@ -33,7 +33,7 @@ def write_durably(target: Path, content: bytes) -> None:
 
     A reader never sees half a file, and a crash right after the return loses nothing.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders_durably(target.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -46,6 +46,26 @@ def write_durably(target: Path, content: bytes) -> None:
         raise
     # The rename is only durable once the folder entry itself is on disk.
     _fsync_folder(target.parent)
+
+
+def _make_folders_durably(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each entry durable before the next is made:
+    a file fsync'd into a shard folder whose own entry was lost in a crash is lost with it."""
+    missing = []
+    here = folder
+    while not here.is_dir():
+        missing.append(here)
+        if here.parent == here:
+            break
+        here = here.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            # Another writer made it at the same moment; its entry may not be synced yet.
+            if not new.is_dir():
+                raise
+        _fsync_folder(new.parent)
 
 
 def _fsync_folder(folder: Path) -> None:

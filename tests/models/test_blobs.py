@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from models import blobs as blobs_module
 from models.blobs import BlobStore, BlobStoreError
 
 
@@ -81,3 +82,30 @@ def test_a_blob_written_again_while_set_aside_survives_either_outcome(tmp_path: 
     assert blobs.restore(first) is True
     assert blobs.discard(second) is True
     assert (blobs.get(first), blobs.get(second)) == (b"one", b"two")
+
+
+def test_new_shard_folders_are_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob's file is fsync'd into its shard folder: the folders' own entries must be on disk
+    too, or a crash could lose an acknowledged message with its folder."""
+    synced: list[Path] = []
+    real = blobs_module._fsync_folder
+
+    def recording(folder: Path) -> None:
+        synced.append(folder)
+        real(folder)
+
+    monkeypatch.setattr(blobs_module, "_fsync_folder", recording)
+    blobs = BlobStore(tmp_path / "blobs")
+    digest = blobs.put(b"premier")
+    shard = blobs.path_for(digest).parent
+    # The root, then each shard level, then the file's own entry in the leaf folder.
+    assert synced == [tmp_path, tmp_path / "blobs", shard.parent, shard]
+    synced.clear()
+    other = b"premier bis"
+    blobs.put(other)
+    new_shard = blobs.path_for(hashlib.sha256(other).hexdigest()).parent
+    # Folders that exist already are not synced again: only what was made, and the file.
+    made = [p for p in (new_shard.parent, new_shard) if p not in (shard.parent, shard)]
+    assert synced == [p.parent for p in made] + [new_shard]
