@@ -1,5 +1,4 @@
-"""Group commit of accepts on SQLite and PostgreSQL: batches, duplicates in a batch, one bad
-contact among good ones, and the workers' twin jobs written in the same transaction."""
+"""Group commit of accepts, on SQLite and PostgreSQL: batches, duplicates, failures, twins."""
 
 from __future__ import annotations
 
