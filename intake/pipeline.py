@@ -87,8 +87,11 @@ async def unpack(ctx: IntakeContext, contact_id: int) -> None:
     """Unpack a contact its transport stored raw (an email whose SMTP session read only the
     headers): body, attachments and the other headers, from the very bytes acknowledged."""
     async with ctx.store.sessions() as session:
-        contact = await session.get_one(Contact, contact_id)
-        channel, raw_digest = contact.channel, contact.raw_sha256
+        channel, raw_digest = (
+            await session.execute(
+                select(Contact.channel, Contact.raw_sha256).where(Contact.id == contact_id)
+            )
+        ).one()
         # MAIL FROM of the first delivery: the parser's fallback sender and RFC 3834 check.
         envelope_sender = await session.scalar(
             select(Delivery.envelope_sender)

@@ -16,16 +16,14 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, event, insert, select, update
-from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models.clock import utcnow
-from models.db import sqlite_begin, sqlite_pragmas, sync_url
+from models.db import create_sync_engine
 from models.dispatch import defer_twins
 from models.inbound import InboundAttachment, InboundContact
 from models.tables import AuditEvent, Contact, Delivery, Document, Job
@@ -83,7 +81,6 @@ class Pending:
     attachment_digests: list[str]
     envelope: Envelope
     first_job: str
-    future: asyncio.Future[Accepted] = field(repr=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -236,17 +233,6 @@ def write_batch(connection: Connection, batch: Sequence[Pending]) -> list[Accept
     return results
 
 
-def sync_engine_for(url: str) -> Engine:
-    """A synchronous engine on the store's database, set up like the async one."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = create_sync_engine(sync_url(url), pool_size=1, max_overflow=1)
-        event.listen(engine, "connect", sqlite_pragmas)
-        event.listen(engine, "begin", sqlite_begin)
-        return engine
-    return create_sync_engine(sync_url(url), pool_size=1, max_overflow=1, pool_pre_ping=True)
-
-
 class AcceptWriter:
     """Writes accepts in batches on one thread; ``submit`` returns once its batch committed.
 
@@ -258,17 +244,18 @@ class AcceptWriter:
         self.url = url
         self._engine: Engine | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._queue: list[Pending] = []
+        self._queue: list[tuple[Pending, asyncio.Future[Accepted]]] = []
         self._draining: asyncio.Task[None] | None = None
         #: Transactions committed, and contacts in them: to see the batching at work.
         self.batches = 0
         self.written = 0
 
     async def submit(self, pending: Pending) -> Accepted:
-        self._queue.append(pending)
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._queue.append((pending, future))
         if self._draining is None or self._draining.done():
             self._draining = asyncio.get_running_loop().create_task(self._drain())
-        return await pending.future
+        return await future
 
     async def close(self) -> None:
         if self._draining is not None and not self._draining.done():
@@ -286,35 +273,32 @@ class AcceptWriter:
     async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            outcomes: list[Accepted | Exception]
             try:
-                results = await self._in_thread(batch)
+                outcomes = list(await self._in_thread([pending for pending, _ in batch]))
             except Exception as exc:
-                # One bad contact must not fail the others: write each alone, and let only
-                # the ones that still fail refuse (their transport retries them later).
                 if len(batch) == 1:
-                    self._settle(batch[0], exc)
+                    outcomes = [exc]
+                else:
+                    # One bad contact must not fail the others: write each alone, and let
+                    # only the ones that still fail refuse (their transport retries them).
+                    log.warning("a batch of %d accepts failed; writing them one by one", len(batch))
+                    outcomes = [await self._alone(pending) for pending, _ in batch]
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                # A caller that gave up (its client hung up) has cancelled its future.
+                if future.done():
                     continue
-                log.warning("a batch of %d accepts failed; writing them one by one", len(batch))
-                for pending in batch:
-                    try:
-                        (result,) = await self._in_thread([pending])
-                    except Exception as alone:
-                        self._settle(pending, alone)
-                    else:
-                        self._settle(pending, result)
-                continue
-            for pending, result in zip(batch, results, strict=True):
-                self._settle(pending, result)
+                if isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
 
-    @staticmethod
-    def _settle(pending: Pending, outcome: Accepted | Exception) -> None:
-        # A caller that gave up (its client hung up) has cancelled the future: nothing to do.
-        if pending.future.done():
-            return
-        if isinstance(outcome, Exception):
-            pending.future.set_exception(outcome)
-        else:
-            pending.future.set_result(outcome)
+    async def _alone(self, pending: Pending) -> Accepted | Exception:
+        try:
+            (result,) = await self._in_thread([pending])
+        except Exception as exc:
+            return exc
+        return result
 
     async def _in_thread(self, batch: list[Pending]) -> list[Accepted]:
         if self._executor is None:
@@ -324,7 +308,7 @@ class AcceptWriter:
     def _write(self, batch: list[Pending]) -> list[Accepted]:
         """In the writer's thread: one transaction for the batch, retried once on a key race."""
         if self._engine is None:
-            self._engine = sync_engine_for(self.url)
+            self._engine = create_sync_engine(self.url)
         for attempt in range(2):
             try:
                 with self._engine.begin() as connection:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+import sqlalchemy
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,7 +20,7 @@ from models.dispatch import StoreSession
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
-def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets the HTTP API read while intake writes; synchronous=FULL makes a commit survive
     # power loss, which "persist before acknowledging" promises to the SMTP client.
@@ -33,7 +34,7 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
 
 
-def sqlite_begin(connection: Any) -> None:
+def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -52,19 +53,33 @@ def ensure_sqlite_folder(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _set_up_sqlite(engine: Engine) -> None:
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", _sqlite_begin)
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         ensure_sqlite_folder(url)
         engine = create_async_engine(url, **kwargs)
-        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", sqlite_begin)
+        _set_up_sqlite(engine.sync_engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
         return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, **kwargs)
     raise ValueError(
         f"unsupported database URL {parsed.render_as_string()}: use sqlite or postgresql"
     )
+
+
+def create_sync_engine(url: str) -> Engine:
+    """A synchronous engine on the same database, set up like ``create_engine``'s, for the
+    one thread that writes accepts (``models.accept``)."""
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = sqlalchemy.create_engine(sync_url(url), pool_size=1, max_overflow=1)
+        _set_up_sqlite(engine)
+        return engine
+    return sqlalchemy.create_engine(sync_url(url), pool_size=1, max_overflow=1, pool_pre_ping=True)
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:

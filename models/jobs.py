@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from models.clock import utcnow
 from models.tables import Job
@@ -35,7 +34,7 @@ class ClaimedJob:
 
 
 def enqueue(
-    session: Session | AsyncSession,
+    session: AsyncSession,
     kind: str,
     subject_id: int,
     run_after: datetime | None = None,

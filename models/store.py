@@ -79,14 +79,7 @@ class Store:
         envelope = envelope or Envelope()
         # fsync is slow and blocking: keep it off the event loop.
         raw_digest, attachment_digests = await asyncio.to_thread(self._put_blobs, inbound, raw)
-        pending = Pending(
-            inbound,
-            raw_digest,
-            attachment_digests,
-            envelope,
-            first_job,
-            asyncio.get_running_loop().create_future(),
-        )
+        pending = Pending(inbound, raw_digest, attachment_digests, envelope, first_job)
         return await self.accepts.submit(pending)
 
     def _put_blobs(self, inbound: InboundContact, raw: bytes) -> tuple[str, list[str]]:

@@ -234,6 +234,13 @@ async def wait_settled(url: str, service: GuichetProcess, count: int) -> dict[st
         ) from None
 
 
+def check_mail_each_once(state: dict[str, Any], keys: set[str], relay: Relay) -> None:
+    """``check_each_once`` for email: the relay received no Message-ID twice."""
+    relayed = [str(message["Message-ID"]) for _, message in relay.received]
+    assert len(relayed) == len(set(relayed))
+    check_each_once(state, keys, lambda reply: relayed.count(f"<{reply.message_id}>"))
+
+
 def check_each_once(
     state: dict[str, Any], keys: set[str], delivered: Callable[[Any], int], workers: int = 2
 ) -> None:
@@ -362,13 +369,7 @@ async def test_kill_during_an_smtp_flood(tmp_path: Path, relay: Relay) -> None:
         keys, state = await kill_mid_flood(service, send, 250, lambda: len(relay.received))
     finally:
         service.stop()
-    relayed = [str(message["Message-ID"]) for _, message in relay.received]
-    assert len(relayed) == len(set(relayed))
-    check_each_once(
-        state,
-        {f"email:{key}@flood.example" for key in keys},
-        lambda reply: relayed.count(f"<{reply.message_id}>"),
-    )
+    check_mail_each_once(state, {f"email:{key}@flood.example" for key in keys}, relay)
 
 
 def twilio_service(home: Path, relay: Relay, twilio: TwilioStandIn) -> GuichetProcess:
@@ -473,13 +474,7 @@ async def test_database_connections_dropped_while_mail_comes_in(
         assert len(listed["contacts"]) == len(keys)
     finally:
         service.stop()
-    relayed = [str(message["Message-ID"]) for _, message in relay.received]
-    assert len(relayed) == len(set(relayed))
-    check_each_once(
-        state,
-        {f"email:{key}@drop.example" for key in keys},
-        lambda reply: relayed.count(f"<{reply.message_id}>"),
-    )
+    check_mail_each_once(state, {f"email:{key}@drop.example" for key in keys}, relay)
 
 
 # --- disk space low: the setting -----------------------------------------------------------

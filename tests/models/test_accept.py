@@ -24,8 +24,7 @@ def sms(n: int, key: str | None = None) -> InboundContact:
 
 
 def pending(n: int, digests: list[str] | None = None) -> Pending:
-    future = asyncio.get_running_loop().create_future()
-    return Pending(sms(n), "0" * 64, digests or [], Envelope(), CONTACT_JOB, future)
+    return Pending(sms(n), "0" * 64, digests or [], Envelope(), CONTACT_JOB)
 
 
 async def count(store: Store, table: type) -> int:
