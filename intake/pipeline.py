@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -86,19 +86,22 @@ async def _load_contact(session: AsyncSession, contact_id: int) -> Contact:
 async def unpack(ctx: IntakeContext, contact_id: int) -> None:
     """Unpack a contact its transport stored raw (an email whose SMTP session read only the
     headers): body, attachments and the other headers, from the very bytes acknowledged."""
+    # MAIL FROM of the first delivery: the parser's fallback sender and RFC 3834 check.
+    envelope_sender = (
+        select(Delivery.envelope_sender)
+        .where(Delivery.contact_id == contact_id)
+        .order_by(Delivery.id)
+        .limit(1)
+        .scalar_subquery()
+    )
     async with ctx.store.sessions() as session:
-        channel, raw_digest = (
+        channel, raw_digest, envelope_sender = (
             await session.execute(
-                select(Contact.channel, Contact.raw_sha256).where(Contact.id == contact_id)
+                select(Contact.channel, Contact.raw_sha256, envelope_sender).where(
+                    Contact.id == contact_id
+                )
             )
         ).one()
-        # MAIL FROM of the first delivery: the parser's fallback sender and RFC 3834 check.
-        envelope_sender = await session.scalar(
-            select(Delivery.envelope_sender)
-            .where(Delivery.contact_id == contact_id)
-            .order_by(Delivery.id)
-            .limit(1)
-        )
     unpacker = ctx.unpackers.get(channel)
     if unpacker is None or raw_digest is None:
         raise LookupError(f"contact {contact_id}: nothing unpacks raw {channel} contacts")
@@ -106,7 +109,7 @@ async def unpack(ctx: IntakeContext, contact_id: int) -> None:
     inbound = await asyncio.to_thread(unpacker, raw, envelope_sender)
     digests = await asyncio.to_thread(ctx.store.put_attachments, inbound.attachments)
     async with ctx.store.sessions() as session, session.begin():
-        contact = await _load_contact(session, contact_id)
+        contact = await session.get_one(Contact, contact_id, with_for_update=True)
         if contact.step != UNPACK_STEP:
             return
         # The identity (natural key, sender) stays as accepted: the same bytes give the same.
@@ -122,7 +125,9 @@ async def unpack(ctx: IntakeContext, contact_id: int) -> None:
         # A reason the session found in the headers stays: in doubt, no automatic reply.
         contact.automatic_reason = contact.automatic_reason or inbound.automatic_reason
         contact.defects = list(inbound.defects)
-        contact.documents = new_documents(inbound.attachments, digests)
+        for document in new_documents(inbound.attachments, digests):
+            document.contact_id = contact_id
+            session.add(document)
         contact.step = following(UNPACK_STEP)
 
 
@@ -131,10 +136,16 @@ async def extract(ctx: IntakeContext, contact_id: int) -> None:
     together with the files found inside it (archive members, attachments of an attached
     message) as new pending documents, so a crash resumes with whatever is still pending."""
     async with ctx.store.sessions() as session, session.begin():
-        contact = await _load_contact(session, contact_id)
-        contact.status = "processing"
+        await session.execute(
+            update(Contact).where(Contact.id == contact_id).values(status="processing")
+        )
+        pending = await _pending_documents(session, contact_id)
+        if not pending:
+            # A text message: nothing to read, so the step is this one transaction.
+            await _advance(session, contact_id, "extract")
+            return
     # Children are read in later rounds; depth and the contact's budget make this end.
-    while pending := await _pending_documents(ctx, contact_id):
+    while pending:
         # The documents of one round go to the OCR pool together; each is recorded (and so
         # survives a crash) as soon as it is read.
         readings = [
@@ -147,9 +158,17 @@ async def extract(ctx: IntakeContext, contact_id: int) -> None:
         finally:
             for reading in readings:
                 reading.cancel()
+        async with ctx.store.sessions() as session:
+            pending = await _pending_documents(session, contact_id)
     async with ctx.store.sessions() as session, session.begin():
-        contact = await _load_contact(session, contact_id)
-        contact.step = following("extract")
+        await _advance(session, contact_id, "extract")
+
+
+async def _advance(session: AsyncSession, contact_id: int, step: str) -> None:
+    """Record, in the step's transaction, that ``step`` is done."""
+    await session.execute(
+        update(Contact).where(Contact.id == contact_id).values(step=following(step))
+    )
 
 
 async def _read(
@@ -160,21 +179,20 @@ async def _read(
 
 
 async def _pending_documents(
-    ctx: IntakeContext, contact_id: int
+    session: AsyncSession, contact_id: int
 ) -> list[tuple[int, str, str, str, int]]:
-    async with ctx.store.sessions() as session:
-        rows = await session.execute(
-            select(
-                Document.id,
-                Document.sha256,
-                Document.filename,
-                Document.declared_type,
-                Document.depth,
-            )
-            .where(Document.contact_id == contact_id, Document.status == "pending")
-            .order_by(Document.position)
+    rows = await session.execute(
+        select(
+            Document.id,
+            Document.sha256,
+            Document.filename,
+            Document.declared_type,
+            Document.depth,
         )
-        return [(r.id, r.sha256, r.filename, r.declared_type, r.depth) for r in rows]
+        .where(Document.contact_id == contact_id, Document.status == "pending")
+        .order_by(Document.position)
+    )
+    return [(r.id, r.sha256, r.filename, r.declared_type, r.depth) for r in rows]
 
 
 async def _record_reading(
@@ -405,6 +423,15 @@ STEPS: dict[str, Step] = {
 #: The steps that read and change the contact's dossier (see ``ContactPipeline._hand_off``).
 LOCKED_STEPS = frozenset({"evaluate", "respond"})
 
+#: Steps that concern only some channels. Elsewhere the pipeline walks past them without a
+#: transaction: the next step's commit records the progress, and a replay skips them again.
+ONLY_FOR_CHANNELS: dict[str, frozenset[str]] = {"invoices": frozenset({"edi"})}
+
+
+def applies(step: str, channel: str) -> bool:
+    only = ONLY_FOR_CHANNELS.get(step)
+    return only is None or channel in only
+
 
 def following(step: str) -> str:
     """The step after ``step``; each step records it in the transaction that ends it."""
@@ -423,12 +450,22 @@ class ContactPipeline:
 
     async def run(self, job: ClaimedJob) -> None:
         async with self.ctx.store.sessions() as session:
-            step = await session.scalar(select(Contact.step).where(Contact.id == job.subject_id))
+            row = (
+                await session.execute(
+                    select(Contact.step, Contact.channel).where(Contact.id == job.subject_id)
+                )
+            ).one_or_none()
+        if row is None:
+            return
+        step, channel = row
         for _ in range(len(STEPS) + 1):
             if step is None or step == DONE:
                 return
             if step not in STEPS:
                 raise LookupError(f"contact {job.subject_id} is at unknown step {step!r}")
+            if not applies(step, channel):
+                step = following(step)
+                continue
             if step in LOCKED_STEPS and self.ctx.dossier_locks and await self._hand_off(job):
                 return
             log.debug("contact %s: %s", job.subject_id, step)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from models.clock import utcnow
 from models.tables import Job
@@ -59,7 +60,7 @@ def enqueue(
 
 async def _take(
     session: AsyncSession,
-    job_id: int,
+    job_id: int | ColumnElement[int],
     condition: ColumnElement[bool],
     worker: str,
     now: datetime,
@@ -86,30 +87,34 @@ async def _take(
 async def claim(
     session: AsyncSession, worker: str, kinds: tuple[str, ...], lease: timedelta
 ) -> ClaimedJob | None:
-    """Take the oldest ready job, or one whose worker's lease ran out (it died holding it)."""
+    """Take the oldest ready job, or one whose worker's lease ran out (it died holding it).
+
+    One statement: the job is chosen and marked in the same UPDATE, so the claim costs one
+    round trip (it is paid once per job of every contact)."""
     now = utcnow()
-    ready = or_(
-        and_(Job.status == "pending", Job.run_after <= now),
-        and_(Job.status == "running", Job.locked_at < now - lease),
-    )
-    candidates = (
-        await session.execute(
-            select(Job.id)
-            .where(ready, Job.kind.in_(kinds))
-            # Replies first: under a burst an acknowledgement leaves as soon as its contact is
-            # through, instead of waiting behind every contact that came in after it (the
-            # PostgreSQL workers do the same with procrastinate's priorities).
-            .order_by(case((Job.kind == DELIVER_JOB, 0), else_=1), Job.run_after, Job.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
+
+    def ready(job: type[Job]) -> ColumnElement[bool]:
+        return or_(
+            and_(job.status == "pending", job.run_after <= now),
+            and_(job.status == "running", job.locked_at < now - lease),
         )
-    ).scalars()
-    for job_id in candidates:
-        # The conditional update is the real lock: on SQLite FOR UPDATE is a no-op.
-        job = await _take(session, job_id, ready, worker, now)
-        if job is not None:
-            return job
-    return None
+
+    # An alias: a subquery on the updated table itself would otherwise be correlated to it.
+    other = aliased(Job)
+    oldest = (
+        select(other.id)
+        .where(ready(other), other.kind.in_(kinds))
+        # Replies first: under a burst an acknowledgement leaves as soon as its contact is
+        # through, instead of waiting behind every contact that came in after it (the
+        # PostgreSQL workers do the same with procrastinate's priorities).
+        .order_by(case((other.kind == DELIVER_JOB, 0), else_=1), other.run_after, other.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    # ``ready`` again on the row being updated: on SQLite FOR UPDATE is a no-op, and this
+    # re-check is what keeps two claimers from ever taking one job.
+    return await _take(session, oldest, ready(Job), worker, now)
 
 
 async def claim_by_id(session: AsyncSession, job_id: int, worker: str) -> ClaimedJob | None:

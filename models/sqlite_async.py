@@ -1,0 +1,182 @@
+"""The async SQLite driver of the engine: aiosqlite, with one thread crossing per statement.
+
+SQLAlchemy's aiosqlite adapter crosses to the connection's thread four times per statement
+(make a cursor, execute, fetch the rows, close the cursor), each crossing a wake-up of the
+event loop: a one-row SELECT in a session cost 1.1 ms, ten times its work. Every step of every
+contact is a few such transactions. Here the statement, its rows and the cursor's end happen
+in one call on aiosqlite's thread (the thread that owns the sqlite3 connection, so SQLite's
+threading rules hold); commits, rollbacks and connecting are aiosqlite's own. SQLAlchemy
+takes the DBAPI module as the engine's ``module`` argument (``models.db.create_engine``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, cast
+
+import aiosqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util.concurrency import await_
+
+#: What one crossing brings back: description, rows, rowcount, lastrowid.
+_Outcome = tuple[Any, list[Any], int, int | None]
+
+
+def _run(
+    connection: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool
+) -> _Outcome:
+    """On the connection's thread: the transaction's BEGIN if it is still to be said, then
+    the whole life of one cursor."""
+    if begin is not None:
+        connection.execute(begin)
+    cursor = connection.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else []
+        return description, rows, cursor.rowcount, cursor.lastrowid
+    finally:
+        cursor.close()
+
+
+async def _cross(
+    connection: aiosqlite.Connection,
+    begin: str | None,
+    operation: str,
+    parameters: Any = None,
+    many: bool = False,
+) -> _Outcome:
+    # aiosqlite's ``_execute`` queues a call for the connection's thread; its own cursors
+    # use it the same way, and SQLAlchemy's adapter reaches into aiosqlite likewise.
+    queue_call = cast(Any, connection)._execute
+    outcome: _Outcome = await queue_call(_run, connection._conn, begin, operation, parameters, many)
+    return outcome
+
+
+class OneCrossingCursor:
+    """Speaks aiosqlite's cursor API to SQLAlchemy's adapter, but runs each statement with its
+    rows in one crossing; the rows then wait here, so fetching and closing cross nothing."""
+
+    def __init__(self, adapted: OneCrossingConnection, connection: aiosqlite.Connection) -> None:
+        self._adapted = adapted
+        self._connection = connection
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.arraysize = 1
+        self._rows: list[Any] = []
+
+    async def __aenter__(self) -> OneCrossingCursor:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def _cross(self, operation: str, parameters: Any, many: bool) -> OneCrossingCursor:
+        begin, self._adapted._begin = self._adapted._begin, None
+        self.description, self._rows, self.rowcount, self.lastrowid = await _cross(
+            self._connection, begin, operation, parameters, many
+        )
+        return self
+
+    async def execute(self, operation: str, parameters: Any = None) -> OneCrossingCursor:
+        return await self._cross(operation, parameters, many=False)
+
+    async def executemany(self, operation: str, parameters: Sequence[Any]) -> OneCrossingCursor:
+        return await self._cross(operation, parameters, many=True)
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        size = self.arraysize if size is None else size
+        rows, self._rows = self._rows[:size], self._rows[size:]
+        return rows
+
+    async def fetchall(self) -> list[Any]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    async def close(self) -> None:
+        self._rows = []
+
+    async def setinputsizes(self, *_sizes: Any) -> None:
+        return None
+
+    def setoutputsize(self, *_args: Any) -> None:
+        return None
+
+
+class _Cursor(AsyncAdapt_aiosqlite_cursor):
+    __slots__ = ()
+
+    def _make_new_cursor(self, connection: Any) -> Any:
+        adapted = self._adapt_connection
+        assert isinstance(adapted, OneCrossingConnection)
+        return OneCrossingCursor(adapted, connection)
+
+
+class OneCrossingConnection(AsyncAdapt_aiosqlite_connection):
+    """Two crossings saved per transaction: its BEGIN goes with its first statement
+    (``defer_begin``), and the pool's rollback of a connection that is in no transaction
+    (after a commit) is not sent at all."""
+
+    __slots__ = ("_begin",)
+
+    # Server-side cursors (streamed results) keep aiosqlite's own: they fetch in chunks.
+    _cursor_cls = _Cursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._begin: str | None = None
+
+    @property
+    def _aiosqlite(self) -> aiosqlite.Connection:
+        return cast(aiosqlite.Connection, self._connection)
+
+    def defer_begin(self, statement: str) -> None:
+        self._begin = statement
+
+    def cursor(self, server_side: bool = False) -> Any:
+        if server_side and self._begin is not None:
+            # A streamed result runs on aiosqlite's own cursor: the BEGIN goes first, alone.
+            begin, self._begin = self._begin, None
+            await_(_cross(self._aiosqlite, None, begin))
+        return super().cursor(server_side)
+
+    def _idle(self) -> bool:
+        # sqlite3_get_autocommit, read from the loop's thread: no statement of this
+        # connection is running, since SQLAlchemy waits for each one.
+        connection = self._aiosqlite._connection
+        return connection is None or not connection.in_transaction
+
+    def rollback(self) -> None:
+        self._begin = None
+        if not self._idle():
+            super().rollback()
+
+    def commit(self) -> None:
+        self._begin = None
+        if not self._idle():
+            super().commit()
+
+
+class OneCrossingDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """aiosqlite as SQLAlchemy adapts it, with ``OneCrossingCursor`` for ordinary cursors."""
+
+    def __init__(self) -> None:
+        super().__init__(aiosqlite, sqlite3)
+
+    def connect(self, *arg: Any, **kw: Any) -> OneCrossingConnection:
+        adapted = super().connect(*arg, **kw)
+        return OneCrossingConnection(self, adapted._connection)
