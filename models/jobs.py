@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, case, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -71,6 +71,7 @@ async def _take(
         .where(Job.id == job_id, condition)
         .values(status="running", locked_by=worker, locked_at=now, attempts=Job.attempts + 1)
         .returning(Job.id, Job.kind, Job.subject_id, Job.attempts, Job.lock_key)
+        .execution_options(synchronize_session=False)
     )
     row = result.one_or_none()
     if row is None:
@@ -84,37 +85,56 @@ async def _take(
     )
 
 
+#: The candidates of a claim are chosen through an alias: a subquery on the updated table
+#: itself would be correlated to it. One alias for good, so the statement's compiled form is
+#: cached (a new alias each time is a new statement to compile, two thirds of a claim's cost).
+_CANDIDATE = aliased(Job, name="candidate")
+
+
 async def claim(
     session: AsyncSession, worker: str, kinds: tuple[str, ...], lease: timedelta
 ) -> ClaimedJob | None:
-    """Take the oldest ready job, or one whose worker's lease ran out (it died holding it).
+    """Take a job whose worker's lease ran out (it died holding it, and the job is late
+    already), else the oldest ready reply, else the oldest other ready job.
 
-    One statement: the job is chosen and marked in the same UPDATE, so the claim costs one
-    round trip (it is paid once per job of every contact)."""
+    Replies before other jobs: under a burst an acknowledgement leaves as soon as its contact
+    is through, instead of waiting behind every contact that came in after it (the PostgreSQL
+    workers do the same with procrastinate's priorities). One statement, and each candidate is
+    the first row of an index range: a claim costs the same with ten thousand jobs waiting as
+    with ten. Ordering them all by one expression made SQLite sort the whole backlog at every
+    claim (3.7 ms a claim with 600 jobs waiting, 6.5 ms with 10 000).
+    """
     now = utcnow()
+    expired = now - lease
+    job = _CANDIDATE
 
-    def ready(job: type[Job]) -> ColumnElement[bool]:
-        return or_(
-            and_(job.status == "pending", job.run_after <= now),
-            and_(job.status == "running", job.locked_at < now - lease),
+    def oldest(*where: ColumnElement[bool]) -> ColumnElement[int]:
+        return (
+            select(job.id)
+            .where(*where)
+            .order_by(job.run_after, job.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
         )
 
-    # An alias: a subquery on the updated table itself would otherwise be correlated to it.
-    other = aliased(Job)
-    oldest = (
-        select(other.id)
-        .where(ready(other), other.kind.in_(kinds))
-        # Replies first: under a burst an acknowledgement leaves as soon as its contact is
-        # through, instead of waiting behind every contact that came in after it (the
-        # PostgreSQL workers do the same with procrastinate's priorities).
-        .order_by(case((other.kind == DELIVER_JOB, 0), else_=1), other.run_after, other.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    # ``ready`` again on the row being updated: on SQLite FOR UPDATE is a no-op, and this
+    others = tuple(kind for kind in kinds if kind != DELIVER_JOB)
+    candidates = [oldest(job.kind.in_(kinds), job.status == "running", job.locked_at < expired)]
+    if DELIVER_JOB in kinds:
+        candidates.append(
+            oldest(job.kind == DELIVER_JOB, job.status == "pending", job.run_after <= now)
+        )
+    if others:
+        candidates.append(
+            oldest(job.kind.in_(others), job.status == "pending", job.run_after <= now)
+        )
+    # The condition again on the row being updated: on SQLite FOR UPDATE is a no-op, and this
     # re-check is what keeps two claimers from ever taking one job.
-    return await _take(session, oldest, ready(Job), worker, now)
+    ready = or_(
+        and_(Job.status == "pending", Job.run_after <= now),
+        and_(Job.status == "running", Job.locked_at < expired),
+    )
+    return await _take(session, func.coalesce(*candidates), ready, worker, now)
 
 
 async def claim_by_id(session: AsyncSession, job_id: int, worker: str) -> ClaimedJob | None:

@@ -294,7 +294,11 @@ class Job(Base):
     """A durable unit of work: one step of one contact, or one delivery of one reply."""
 
     __tablename__ = "job"
-    __table_args__ = (Index("ix_job_ready", "status", "run_after"),)
+    __table_args__ = (
+        Index("ix_job_ready", "status", "run_after"),
+        # Replies are claimed first (``jobs.claim``): found by kind without sorting the backlog.
+        Index("ix_job_kind_ready", "kind", "status", "run_after"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
