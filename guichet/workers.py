@@ -159,7 +159,7 @@ class WorkerPool:
             # A worker of an older or newer release: leave the job for one that knows it.
             raise RuntimeError(f"no handler for job kind {job.kind!r} in this worker")
         delay = await execute(self.store, handler, job, self.retry)
-        if delay is not None:
+        if isinstance(delay, timedelta):
             raise RetryLater(delay)
 
     async def retry_stalled(self) -> int:

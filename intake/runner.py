@@ -130,15 +130,17 @@ class JobRunner:
     async def run_pending(self) -> int:
         """Run ready jobs in this task until none is ready (for the CLI and for tests)."""
         count = 0
-        while await self._run_one(self.worker_id):
+        finished: list[int] = []
+        while await self._run_one(self.worker_id, finished):
             count += 1
         return count
 
     async def _work(self, n: int) -> None:
         worker = f"{self.worker_id}/{n}"
+        finished: list[int] = []
         while not self._stopping:
             try:
-                ran = await self._run_one(worker)
+                ran = await self._run_one(worker, finished)
             except Exception:
                 # The store itself failed (database down): wait and try again, never die.
                 log.exception("worker %s could not reach the store", worker)
@@ -148,6 +150,11 @@ class JobRunner:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.poll_seconds)
+        if finished:
+            # Stopping with a job done but not yet marked: mark it now. Were this lost too
+            # (the process killed), the job would run again, which every handler allows.
+            async with self.store.sessions() as session, session.begin():
+                await _complete(session, finished)
 
     async def _tick(self, task: Periodic) -> None:
         schedule = croniter(task.cron, datetime.now(UTC))
@@ -163,13 +170,26 @@ class JobRunner:
                 # One failed tick is logged; the next one tries again.
                 log.exception("periodic task %s failed", task.name)
 
-    async def _run_one(self, worker: str) -> bool:
+    async def _run_one(self, worker: str, finished: list[int]) -> bool:
+        """Claim a job and run it. The jobs this worker finished before are marked done in the
+        claim's transaction: one transaction less per job, on every contact and reply."""
         async with self.store.sessions() as session, session.begin():
+            await _complete(session, finished)
             job = await jobs.claim(session, worker, tuple(self.handlers), self.lease)
+        finished.clear()
         if job is None:
             return False
-        await execute(self.store, self.handlers[job.kind], job, self.retry)
+        outcome = await execute(
+            self.store, self.handlers[job.kind], job, self.retry, complete=False
+        )
+        if outcome is SUCCEEDED:
+            finished.append(job.id)
         return True
+
+
+async def _complete(session: AsyncSession, job_ids: list[int]) -> None:
+    for job_id in job_ids:
+        await jobs.complete(session, job_id)
 
 
 def policy_for(handler: JobHandler, default: RetryPolicy) -> RetryPolicy:
@@ -177,16 +197,29 @@ def policy_for(handler: JobHandler, default: RetryPolicy) -> RetryPolicy:
     return own if isinstance(own, RetryPolicy) else default
 
 
+class _Succeeded:
+    """What ``execute`` returns for a job that ran but is not marked done yet."""
+
+
+SUCCEEDED = _Succeeded()
+
+
 async def execute(
-    store: Store, handler: JobHandler, job: ClaimedJob, retry: RetryPolicy
-) -> timedelta | None:
+    store: Store, handler: JobHandler, job: ClaimedJob, retry: RetryPolicy, *, complete: bool = True
+) -> timedelta | _Succeeded | None:
     """Run a claimed job and write its outcome to the ledger: done, parked, or to be tried
     again after the returned delay. Shared by the embedded runner and the PostgreSQL workers
-    (guichet/workers.py), so both retry and park the same way."""
+    (guichet/workers.py), so both retry and park the same way.
+
+    With ``complete=False`` a job that ran is not marked done here: ``SUCCEEDED`` says the
+    caller will (the embedded runner, in its next claim's transaction).
+    """
     try:
         await handler.run(job)
     except Exception as exc:
         return await _failed(store, handler, job, exc, policy_for(handler, retry))
+    if not complete:
+        return SUCCEEDED
     async with store.sessions() as session, session.begin():
         await jobs.complete(session, job.id)
     return None

@@ -124,3 +124,70 @@ async def test_a_reply_is_claimed_before_older_contacts(store: Store) -> None:
         assert job is not None
         order.append((job.kind, job.subject_id))
     assert order == [("deliver", 3), ("contact", 1), ("contact", 2)]
+
+
+class StopsTheRunner:
+    """Records its runs; on subject 2 it stops the runner that runs it, mid-job."""
+
+    kind = "flaky"
+
+    def __init__(self) -> None:
+        self.runner: JobRunner | None = None
+        self.ran: list[int] = []
+        self.first_done = asyncio.Event()
+        self.stopping: asyncio.Task[None] | None = None
+        self.stop_begun = asyncio.Event()
+
+    async def run(self, job: ClaimedJob) -> None:
+        self.ran.append(job.subject_id)
+        if job.subject_id == 1:
+            self.first_done.set()
+        if job.subject_id == 2 and self.runner is not None:
+            self.stopping = asyncio.create_task(self.runner.stop())
+            await asyncio.sleep(0)  # the stop begins: the worker will not claim again
+            self.stop_begun.set()
+
+    async def on_parked(self, session: AsyncSession, job: ClaimedJob, error: str) -> None:
+        raise AssertionError("nothing fails here")
+
+
+async def test_a_job_is_marked_done_with_the_next_claim_and_when_the_worker_stops(
+    store: Store,
+) -> None:
+    """The runner marks a finished job done in its next claim's transaction; a worker that
+    stops marks its last one before it goes, so nothing runs twice after a clean stop."""
+    handler = StopsTheRunner()
+    await _enqueue(store, [1])
+    runner = JobRunner(store, {"flaky": handler}, workers=1, poll_seconds=30)
+    handler.runner = runner
+    await runner.start()
+    try:
+        async with asyncio.timeout(20):
+            await handler.first_done.wait()
+            # The worker went straight on to its next claim, which found nothing and marked
+            # the job done in its transaction; it now waits (30 s) for a wake-up.
+            assert await _statuses_once_idle(store) == ["done"]
+            await _enqueue(store, [2])
+            runner.wake()
+            await handler.stop_begun.wait()
+            assert handler.stopping is not None
+            await handler.stopping
+    finally:
+        await runner.stop()
+    assert handler.ran == [1, 2]
+    # Stopped right after job 2, before any further claim: marked done on the way out.
+    assert await _statuses(store) == ["done", "done"]
+
+
+async def _statuses_once_idle(store: Store) -> list[str]:
+    for _ in range(500):
+        statuses = await _statuses(store)
+        if "running" not in statuses:
+            return statuses
+        await asyncio.sleep(0.02)
+    return statuses
+
+
+async def _statuses(store: Store) -> list[str]:
+    async with store.sessions() as session:
+        return list((await session.scalars(select(Job.status).order_by(Job.subject_id))).all())
