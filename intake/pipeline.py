@@ -275,12 +275,25 @@ async def match(ctx: IntakeContext, contact_id: int) -> None:
     """Attach the contact to its dossier, open one after the fact, or send it to review; the
     rules live in ``intake.dossiers``."""
     async with ctx.store.sessions() as session:
-        contact = await session.get_one(Contact, contact_id)
-        reads_event = contact.intent in OPENING_INTENTS and contact.dossier_id is None
-        subject, text, entities = contact.subject, contact.text, dict(contact.entities)
+        intent, dossier_id, subject, text, entities = (
+            await session.execute(
+                select(
+                    Contact.intent,
+                    Contact.dossier_id,
+                    Contact.subject,
+                    Contact.text,
+                    Contact.entities,
+                ).where(Contact.id == contact_id)
+            )
+        ).one()
+    reads_event = intent in OPENING_INTENTS and dossier_id is None
     # spaCy may read the message for the event's place: CPU-bound, so off the event loop and
     # outside the transaction that locks the contact.
-    event = await asyncio.to_thread(read_event, subject, text, entities) if reads_event else None
+    event = (
+        await asyncio.to_thread(read_event, subject, text, dict(entities or {}))
+        if reads_event
+        else None
+    )
     policy = MatchPolicy(
         local_part=ctx.identity.local_part,
         domains=tuple(dict.fromkeys((ctx.identity.domain, *ctx.identity.own_domains))),
@@ -347,14 +360,15 @@ async def _queue_plans(
         contact, dossier, ctx.claim_types, ctx.renderer, ctx.identity, utcnow(), route
     )
     for plan in plans:
-        # Checked before rendering so that a replay does not even build an attestation.
-        known = await session.scalar(
-            select(OutboundMessage.id).where(OutboundMessage.idempotency_key == plan.key)
-        )
-        if known is not None:
-            continue
         attachments = None
         if plan.purpose == decide.ATTESTATION:
+            # Checked before rendering so that a replay does not even build the PDF; every
+            # other reply is checked by ``queue_reply`` itself.
+            known = await session.scalar(
+                select(OutboundMessage.id).where(OutboundMessage.idempotency_key == plan.key)
+            )
+            if known is not None:
+                continue
             attachments = [await store_attestation(ctx.store.blobs, inputs)]
         await queue_reply(
             session,

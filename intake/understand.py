@@ -77,15 +77,17 @@ async def classify(
             f" (threshold {understanding.intent_threshold:.2f})"
         )
     async with store.sessions() as session, session.begin():
-        contact = await session.scalar(
-            select(Contact).where(Contact.id == contact_id).options(selectinload(Contact.documents))
-        )
+        found = select(Contact).where(Contact.id == contact_id)
+        if documents:
+            found = found.options(selectinload(Contact.documents))
+        contact = await session.scalar(found)
         assert contact is not None
+        # A text message has no documents: no query for them.
+        by_id = {d.id: d for d in contact.documents} if documents else {}
         contact.language = message.language
         contact.intent = message.label
         contact.intent_confidence = message.confidence
         contact.entities = message.entities
-        by_id = {d.id: d for d in contact.documents}
         for (document_id, _), result in zip(documents, qualified, strict=True):
             document = by_id[document_id]
             document.language = result.language if document.text else None
