@@ -163,6 +163,13 @@ class OutboxDelivery:
                     f"{message.purpose} delivery uncertain: check and resend by hand"
                 )
 
+    async def release(self) -> None:
+        """Let each sender close what it keeps open between replies (kept relay sessions)."""
+        for sender in self.senders.values():
+            release = getattr(sender, "release", None)
+            if release is not None:
+                await release()
+
     async def on_parked(self, session: AsyncSession, job: ClaimedJob, error: str) -> None:
         message = await session.get(OutboundMessage, job.subject_id)
         if message is not None and message.status not in FINAL:

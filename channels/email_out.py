@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -81,6 +83,12 @@ class SmtpRelaySender:
 
     Automatic replies go out with an empty return path (RFC 3834 section 3.3), so a bounce of
     a bounce can never start a loop.
+
+    With ``keep_connections`` above zero, a connection that delivered a reply is kept for the
+    next one, as MTAs do: under a burst each acknowledgement then costs one SMTP transaction
+    instead of a TCP connection, the greeting and EHLO as well. A kept connection is used again
+    only while younger than ``idle_seconds`` (relays drop idle sessions), and ``release``
+    closes every kept one: the job runner calls it when it runs out of work and when it stops.
     """
 
     channel = "email"
@@ -93,6 +101,9 @@ class SmtpRelaySender:
         from_address: str,
         timeout: float = 30.0,
         blobs: BlobStore | None = None,
+        *,
+        keep_connections: int = 0,
+        idle_seconds: float = 20.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -100,6 +111,12 @@ class SmtpRelaySender:
         self.from_address = from_address
         self.timeout = timeout
         self.blobs = blobs
+        self.keep_connections = keep_connections
+        self.idle_seconds = idle_seconds
+        #: Connections that delivered their last reply, with when; the newest last.
+        self._kept: list[tuple[_RelayClient, float]] = []
+        #: Connections opened, for the tests and the benchmarks to see the reuse.
+        self.connections_opened = 0
 
     async def _attachments(self, message: OutboundMessage) -> list[Attachment]:
         refs = attachment_refs(message)
@@ -125,30 +142,58 @@ class SmtpRelaySender:
         attachments = await self._attachments(message)
         email = build_email(message, self.from_name, self.from_address, attachments)
         automatic = message.headers.get("Auto-Submitted", "no") != "no"
+        client = self._kept_connection()
+        if client is not None:
+            try:
+                return await self._exchange(client, email, message, automatic)
+            except _StaleConnection:
+                # The relay closed the kept session before our MAIL FROM (its idle timeout, a
+                # limit of messages per session): nothing was handed over, so a new connection
+                # is no risk of a second copy.
+                pass
         client = _RelayClient(
             hostname=self.host, port=self.port, timeout=self.timeout, start_tls=False
         )
         try:
             await client.connect()
-            try:
-                errors, response = await client.send_message(
-                    email,
-                    sender="" if automatic else self.from_address,
-                    recipients=[message.recipient],
-                )
-            finally:
-                client.close()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            raise DeliveryError(f"relay {self.host}:{self.port} unreachable: {exc}") from exc
+        self.connections_opened += 1
+        try:
+            return await self._exchange(client, email, message, automatic)
+        except _StaleConnection as exc:
+            raise DeliveryError(f"relay {self.host}:{self.port} unreachable: {exc}") from exc
+
+    async def _exchange(
+        self, client: _RelayClient, email: EmailMessage, message: OutboundMessage, automatic: bool
+    ) -> str:
+        """One SMTP transaction on an open connection; the connection is kept after a success
+        and closed after anything else."""
+        try:
+            errors, response = await client.send_message(
+                email,
+                sender="" if automatic else self.from_address,
+                recipients=[message.recipient],
+            )
         except aiosmtplib.SMTPRecipientsRefused as exc:
+            client.close()
             codes = [r.code for r in exc.recipients]
             raise DeliveryError(
                 f"relay refused the recipient: {exc}", permanent=all(c >= 500 for c in codes)
             ) from exc
         except aiosmtplib.SMTPResponseException as exc:
+            client.close()
+            if exc.code == 421 and not client.handed_over:
+                # "Closing transmission channel" before the message: the session is over (too
+                # many messages on it, shutting down), not the reply refused.
+                raise _StaleConnection(f"relay answered 421 {exc.message}") from exc
             # The relay answered: it did not take the message.
             raise DeliveryError(
                 f"relay answered {exc.code} {exc.message}", permanent=exc.code >= 500
             ) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
             if client.handed_over:
                 # The body went out and no answer came back: the relay may have queued it.
                 # Sending again could mean a second copy, so a person decides (DESIGN rule 3).
@@ -156,10 +201,40 @@ class SmtpRelaySender:
                     f"relay {self.host}:{self.port} did not answer after the message: {exc}",
                     uncertain=True,
                 ) from exc
-            raise DeliveryError(f"relay {self.host}:{self.port} unreachable: {exc}") from exc
+            raise _StaleConnection(str(exc)) from exc
         if errors:
+            client.close()
             raise DeliveryError(f"relay refused: {errors}", permanent=True)
+        self._keep(client)
         return response
+
+    def _kept_connection(self) -> _RelayClient | None:
+        now = time.monotonic()
+        while self._kept:
+            client, since = self._kept.pop()
+            if now - since < self.idle_seconds and client.is_connected:
+                client.handed_over = False
+                return client
+            client.close()
+        return None
+
+    def _keep(self, client: _RelayClient) -> None:
+        if len(self._kept) < self.keep_connections:
+            self._kept.append((client, time.monotonic()))
+        else:
+            client.close()
+
+    async def release(self) -> None:
+        """Say goodbye on the kept connections (the runner has no more work, or stops)."""
+        kept, self._kept = self._kept, []
+        for client, _ in kept:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await client.quit(timeout=2)
+            client.close()
+
+
+class _StaleConnection(Exception):
+    """The connection failed before any of the message was handed over."""
 
 
 class _RelayClient(aiosmtplib.SMTP):

@@ -98,7 +98,14 @@ def build_handlers(
     relay_host, relay_port = settings.relay_address
     channels = channels or ChannelParts()
     email = SmtpRelaySender(
-        relay_host, relay_port, identity.display_name, identity.address, blobs=store.blobs
+        relay_host,
+        relay_port,
+        identity.display_name,
+        identity.address,
+        blobs=store.blobs,
+        # A session kept per worker sending at once, at most: the runner closes them once
+        # it runs out of work (``release_handlers``).
+        keep_connections=max(settings.workers, 1),
     )
     senders = {sender.channel: sender for sender in [email, *channels.senders]}
     pipeline = ContactPipeline(context)

@@ -25,7 +25,7 @@ from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from intake.runner import JobHandler, Periodic, RetryPolicy, every, execute
+from intake.runner import JobHandler, Periodic, RetryPolicy, every, execute, release_handlers
 from models import jobs
 from models.clock import utcnow
 from models.dispatch import DEFER, PRIORITY_UPKEEP, QUEUE, TASK, twin_parameters
@@ -251,6 +251,7 @@ class WorkerPool:
         if self._opened:
             self._opened = False
             await self.app.close_async()
+        await release_handlers(self.handlers)
 
     async def wait(self) -> None:
         """Until the worker stops by itself (it only does on a fatal error)."""

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 class JobHandler(Protocol):
     """Does one kind of job. ``run`` must be safe to repeat: a crash replays it. A handler may
-    carry its own ``retry`` policy (``policy_for``)."""
+    carry its own ``retry`` policy (``policy_for``), and an ``async release()`` for what it
+    keeps open between jobs (``release_handlers``)."""
 
     kind: str
 
@@ -126,6 +127,7 @@ class JobRunner:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._tasks = []
+        await release_handlers(self.handlers)
 
     async def run_pending(self) -> int:
         """Run ready jobs in this task until none is ready (for the CLI and for tests)."""
@@ -133,11 +135,13 @@ class JobRunner:
         finished: list[int] = []
         while await self._run_one(self.worker_id, finished):
             count += 1
+        await release_handlers(self.handlers)
         return count
 
     async def _work(self, n: int) -> None:
         worker = f"{self.worker_id}/{n}"
         finished: list[int] = []
+        idle = True
         while not self._stopping:
             try:
                 ran = await self._run_one(worker, finished)
@@ -146,6 +150,10 @@ class JobRunner:
                 log.exception("worker %s could not reach the store", worker)
                 ran = False
                 await asyncio.sleep(self.poll_seconds)
+            if not ran and not idle:
+                # Out of work: what the handlers keep open for the next job is idle now.
+                await release_handlers(self.handlers)
+            idle = not ran
             if not ran and not self._stopping:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
@@ -190,6 +198,19 @@ class JobRunner:
 async def _complete(session: AsyncSession, job_ids: list[int]) -> None:
     for job_id in job_ids:
         await jobs.complete(session, job_id)
+
+
+async def release_handlers(handlers: Mapping[str, JobHandler]) -> None:
+    """Let the handlers close what they keep open between jobs (connections to a relay):
+    called when the runner runs out of work and when it stops, so nothing stays open idle."""
+    for handler in handlers.values():
+        release = getattr(handler, "release", None)
+        if release is None:
+            continue
+        try:
+            await release()
+        except Exception:
+            log.exception("releasing the %s handler failed", handler.kind)
 
 
 def policy_for(handler: JobHandler, default: RetryPolicy) -> RetryPolicy:

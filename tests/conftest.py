@@ -95,6 +95,27 @@ class Relay:
     refuse_with: str | None = None
     #: Take the message, then drop the connection before answering (a relay that crashed).
     hang_up_after_data: bool = False
+    #: Answer MAIL FROM with 421 once a session has carried this many messages (as relays
+    #: that limit messages per session do).
+    messages_per_session: int | None = None
+    #: The client's address and port of each message received: one per connection used.
+    peers: list[str] = field(default_factory=list)
+    _carried: dict[int, int] = field(default_factory=dict)
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        carried = self._carried.get(id(session), 0)
+        if self.messages_per_session is not None and carried >= self.messages_per_session:
+            return "421 4.7.0 too many messages in this session"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refuse_with:
@@ -103,6 +124,8 @@ class Relay:
         message = message_from_bytes(raw, policy=policy.default)
         assert isinstance(message, EmailMessage)
         self.received.append((envelope, message))
+        self.peers.append(str(session.peer))
+        self._carried[id(session)] = self._carried.get(id(session), 0) + 1
         self.arrived.set()
         if self.hang_up_after_data and server.transport is not None:
             server.transport.close()

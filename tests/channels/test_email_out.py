@@ -91,3 +91,41 @@ async def test_a_relay_that_is_down_is_tried_again_later() -> None:
     with pytest.raises(DeliveryError) as caught:
         await sender.send(_message())
     assert not caught.value.uncertain and not caught.value.permanent
+
+
+async def test_a_kept_session_carries_the_next_replies_then_is_released(relay: Relay) -> None:
+    sender = SmtpRelaySender(
+        relay.host, relay.port, "Guichet", "sinistres@guichet.localhost", keep_connections=1
+    )
+    for _ in range(3):
+        await sender.send(_message())
+    assert len(relay.received) == 3
+    assert sender.connections_opened == 1 and len(set(relay.peers)) == 1
+    await sender.release()
+    await sender.send(_message())
+    assert sender.connections_opened == 2 and len(set(relay.peers)) == 2
+    await sender.release()
+
+
+async def test_a_session_the_relay_ended_is_replaced_without_losing_the_reply(
+    relay: Relay,
+) -> None:
+    """The relay takes two messages per session, then answers 421 to MAIL FROM: nothing was
+    handed over, so the reply goes out at once on a new connection, once."""
+    relay.messages_per_session = 2
+    sender = SmtpRelaySender(
+        relay.host, relay.port, "Guichet", "sinistres@guichet.localhost", keep_connections=1
+    )
+    for _ in range(5):
+        await sender.send(_message())
+    assert len(relay.received) == 5
+    assert sender.connections_opened == 3
+    assert [relay.peers.count(peer) for peer in dict.fromkeys(relay.peers)] == [2, 2, 1]
+    await sender.release()
+
+
+async def test_without_keeping_each_reply_has_its_own_session(relay: Relay) -> None:
+    sender = SmtpRelaySender(relay.host, relay.port, "Guichet", "sinistres@guichet.localhost")
+    await sender.send(_message())
+    await sender.send(_message())
+    assert sender.connections_opened == 2 and len(set(relay.peers)) == 2

@@ -191,3 +191,39 @@ async def _statuses_once_idle(store: Store) -> list[str]:
 async def _statuses(store: Store) -> list[str]:
     async with store.sessions() as session:
         return list((await session.scalars(select(Job.status).order_by(Job.subject_id))).all())
+
+
+class KeepsSomethingOpen(Flaky):
+    """Counts the runner's calls to ``release`` (a relay sender's kept sessions, in life)."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+        self.released = 0
+        self.release_seen = asyncio.Event()
+
+    async def release(self) -> None:
+        self.released += 1
+        self.release_seen.set()
+
+
+async def test_handlers_release_what_they_keep_when_work_runs_out_and_at_stop(
+    store: Store,
+) -> None:
+    handler = KeepsSomethingOpen()
+    await _enqueue(store, [1, 2])
+    runner = JobRunner(store, {"flaky": handler}, workers=1, poll_seconds=0.05)
+    assert await runner.run_pending() == 2
+    assert handler.released == 1
+
+    await _enqueue(store, [3])
+    handler.release_seen.clear()
+    await runner.start()
+    try:
+        async with asyncio.timeout(20):
+            await handler.release_seen.wait()  # job 3 done, no more work: released
+        assert sorted(handler.done) == [1, 2, 3]
+        await asyncio.sleep(0.3)  # polls while idle release nothing more
+        assert handler.released == 2
+    finally:
+        await runner.stop()
+    assert handler.released == 3
