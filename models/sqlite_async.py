@@ -5,14 +5,15 @@ SQLAlchemy's aiosqlite adapter crosses to the connection's thread four times per
 event loop: a one-row SELECT in a session cost 1.1 ms, ten times its work. Every step of every
 contact is a few such transactions. Here the statement, its rows and the cursor's end happen
 in one call on aiosqlite's thread (the thread that owns the sqlite3 connection, so SQLite's
-threading rules hold); commits, rollbacks and connecting are aiosqlite's own. SQLAlchemy
-takes the DBAPI module as the engine's ``module`` argument (``models.db.create_engine``).
+threading rules hold), and so do commits and rollbacks; connecting and closing are
+aiosqlite's own. SQLAlchemy takes the DBAPI module as the engine's ``module`` argument
+(``models.db.create_engine``).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import aiosqlite
@@ -27,7 +28,7 @@ from sqlalchemy.util.concurrency import await_
 _Outcome = tuple[Any, list[Any], int, int | None]
 
 
-def _run(
+def _statement(
     connection: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool
 ) -> _Outcome:
     """On the connection's thread: the transaction's BEGIN if it is still to be said, then
@@ -49,27 +50,12 @@ def _run(
         cursor.close()
 
 
-async def _cross(
-    connection: aiosqlite.Connection,
-    begin: str | None,
-    operation: str,
-    parameters: Any = None,
-    many: bool = False,
-) -> _Outcome:
-    # aiosqlite's ``_execute`` queues a call for the connection's thread; its own cursors
-    # use it the same way, and SQLAlchemy's adapter reaches into aiosqlite likewise.
-    queue_call = cast(Any, connection)._execute
-    outcome: _Outcome = await queue_call(_run, connection._conn, begin, operation, parameters, many)
-    return outcome
-
-
 class OneCrossingCursor:
     """Speaks aiosqlite's cursor API to SQLAlchemy's adapter, but runs each statement with its
     rows in one crossing; the rows then wait here, so fetching and closing cross nothing."""
 
-    def __init__(self, adapted: OneCrossingConnection, connection: aiosqlite.Connection) -> None:
+    def __init__(self, adapted: OneCrossingConnection) -> None:
         self._adapted = adapted
-        self._connection = connection
         self.description: Any = None
         self.rowcount = -1
         self.lastrowid: int | None = None
@@ -83,10 +69,10 @@ class OneCrossingCursor:
         await self.close()
 
     async def _cross(self, operation: str, parameters: Any, many: bool) -> OneCrossingCursor:
-        begin, self._adapted._begin = self._adapted._begin, None
-        self.description, self._rows, self.rowcount, self.lastrowid = await _cross(
-            self._connection, begin, operation, parameters, many
-        )
+        adapted = self._adapted
+        begin, adapted._begin = adapted._begin, None
+        outcome: _Outcome = await adapted.cross(_statement, begin, operation, parameters, many)
+        self.description, self._rows, self.rowcount, self.lastrowid = outcome
         return self
 
     async def execute(self, operation: str, parameters: Any = None) -> OneCrossingCursor:
@@ -123,15 +109,23 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
     def _make_new_cursor(self, connection: Any) -> Any:
         adapted = self._adapt_connection
         assert isinstance(adapted, OneCrossingConnection)
-        return OneCrossingCursor(adapted, connection)
+        return OneCrossingCursor(adapted)
 
 
 class OneCrossingConnection(AsyncAdapt_aiosqlite_connection):
     """Two crossings saved per transaction: its BEGIN goes with its first statement
     (``defer_begin``), and the pool's rollback of a connection that is in no transaction
-    (after a commit) is not sent at all."""
+    (after a commit) is not sent at all.
 
-    __slots__ = ("_begin",)
+    Whether the connection is in a transaction is read from the loop's thread, so it is only
+    trusted when no crossing of ours is queued or running: a task cancelled while its
+    statement waits in aiosqlite's queue leaves that statement to run later (it may BEGIN),
+    and its rollback must then follow it through the queue. Each crossing is counted when
+    queued (by the loop's thread) and when done (by aiosqlite's), each counter written by
+    one thread only.
+    """
+
+    __slots__ = ("_begin", "_done", "_queued")
 
     # Server-side cursors (streamed results) keep aiosqlite's own: they fetch in chunks.
     _cursor_cls = _Cursor
@@ -139,10 +133,28 @@ class OneCrossingConnection(AsyncAdapt_aiosqlite_connection):
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._begin: str | None = None
+        self._queued = 0
+        self._done = 0
 
     @property
     def _aiosqlite(self) -> aiosqlite.Connection:
         return cast(aiosqlite.Connection, self._connection)
+
+    async def cross(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(sqlite3_connection, *args)`` on the connection's thread, counted."""
+        connection = self._aiosqlite
+        sqlite_connection = connection._conn
+        self._queued += 1
+        # aiosqlite's ``_execute`` queues a call for the connection's thread; its own cursors
+        # use it the same way, and SQLAlchemy's adapter reaches into aiosqlite likewise.
+        queue_call = cast(Any, connection)._execute
+        return await queue_call(self._counted, function, sqlite_connection, *args)
+
+    def _counted(self, function: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return function(*args)
+        finally:
+            self._done += 1
 
     def defer_begin(self, statement: str) -> None:
         self._begin = statement
@@ -151,24 +163,31 @@ class OneCrossingConnection(AsyncAdapt_aiosqlite_connection):
         if server_side and self._begin is not None:
             # A streamed result runs on aiosqlite's own cursor: the BEGIN goes first, alone.
             begin, self._begin = self._begin, None
-            await_(_cross(self._aiosqlite, None, begin))
+            await_(self.cross(sqlite3.Connection.execute, begin))
         return super().cursor(server_side)
 
     def _idle(self) -> bool:
-        # sqlite3_get_autocommit, read from the loop's thread: no statement of this
-        # connection is running, since SQLAlchemy waits for each one.
         connection = self._aiosqlite._connection
-        return connection is None or not connection.in_transaction
+        if connection is None:
+            return True
+        # sqlite3_get_autocommit: safe to read from here once nothing of ours is in flight.
+        return self._queued == self._done and not connection.in_transaction
 
     def rollback(self) -> None:
         self._begin = None
         if not self._idle():
-            super().rollback()
+            self._end(sqlite3.Connection.rollback)
 
     def commit(self) -> None:
         self._begin = None
         if not self._idle():
-            super().commit()
+            self._end(sqlite3.Connection.commit)
+
+    def _end(self, how: Callable[[sqlite3.Connection], None]) -> None:
+        try:
+            await_(self.cross(how))
+        except Exception as error:
+            self._handle_exception(error)
 
 
 class OneCrossingDBAPI(AsyncAdapt_aiosqlite_dbapi):
