@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 
@@ -22,29 +23,23 @@ def _indexes(database_url: str, table: str) -> dict[str, list[Any]]:
     return {str(index["name"]): list(index["column_names"]) for index in found}
 
 
-async def test_audit_trail_is_indexed_by_object_and_the_index_comes_off_on_downgrade(
-    database_url: str,
+@pytest.mark.parametrize(
+    ("table", "index", "columns", "before"),
+    [
+        # The inbox, the SLA sweep and the purge look the audit trail up by object.
+        ("audit_event", "ix_audit_event_object", ["object_type", "object_id"], "0015"),
+        # A claim finds the next reply by kind without sorting the backlog.
+        ("job", "ix_job_kind_ready", ["kind", "status", "run_after"], "0016"),
+    ],
+)
+async def test_an_index_comes_with_its_migration_and_goes_on_downgrade(
+    database_url: str, table: str, index: str, columns: list[str], before: str
 ) -> None:
     await asyncio.to_thread(migrate.upgrade, database_url)
-    wanted = ["object_type", "object_id"]
-    assert _indexes(database_url, "audit_event").get("ix_audit_event_object") == wanted
+    assert _indexes(database_url, table).get(index) == columns
 
     config = migrate.alembic_config(database_url)
-    await asyncio.to_thread(command.downgrade, config, "0015")
-    assert "ix_audit_event_object" not in _indexes(database_url, "audit_event")
+    await asyncio.to_thread(command.downgrade, config, before)
+    assert index not in _indexes(database_url, table)
     await asyncio.to_thread(migrate.upgrade, database_url)
-    assert _indexes(database_url, "audit_event").get("ix_audit_event_object") == wanted
-
-
-async def test_ready_jobs_are_indexed_by_kind_and_the_index_comes_off_on_downgrade(
-    database_url: str,
-) -> None:
-    await asyncio.to_thread(migrate.upgrade, database_url)
-    wanted = ["kind", "status", "run_after"]
-    assert _indexes(database_url, "job").get("ix_job_kind_ready") == wanted
-
-    config = migrate.alembic_config(database_url)
-    await asyncio.to_thread(command.downgrade, config, "0016")
-    assert "ix_job_kind_ready" not in _indexes(database_url, "job")
-    await asyncio.to_thread(migrate.upgrade, database_url)
-    assert _indexes(database_url, "job").get("ix_job_kind_ready") == wanted
+    assert _indexes(database_url, table).get(index) == columns
