@@ -1,7 +1,7 @@
 """Contacts per second through a real `guichet serve`, from SMTP to the acknowledgement queued.
 
 Usage: .venv/bin/python bench/end_to_end.py [--text N] [--scanned M] [--rounds R] [--single K]
-       [--profile OUT]
+       [--profile OUT] [--postgres URL [--workers W]]
 
 Starts ``guichet serve`` (SQLite in a temporary home, the demo data loaded, default workers and
 OCR processes) with an accept-and-discard SMTP server as its relay, and, per round, sends N
@@ -15,7 +15,9 @@ time spent waiting in the queue, so K more text emails are then sent one at a ti
 followed to its end: the latency of a contact with nothing in front of it.
 
 The anchor, from the same run, is a bare aiosmtpd server that accepts and discards the same
-messages from the same client. Target: >= 150 text contacts/s on 2 cores. With ``--profile``
+messages from the same client. Target: >= 150 text contacts/s on 2 cores. With ``--postgres``
+the scale-out deployment is measured instead: a scratch database on that server, ``guichet
+serve --no-workers`` for the front and W ``guichet worker`` processes. With ``--profile``
 (py-spy on PATH or ``--py-spy``), the service is sampled during the last text round and the
 functions where its time goes are printed.
 """
@@ -30,6 +32,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +51,7 @@ from harness import (
     profile_summary,
     sampled,
     scanned_pdf,
+    scratch_database,
     send_messages,
     server_process,
     text_email,
@@ -144,11 +148,13 @@ def run_round(
 
 def progress(service: GuichetServe, after: int) -> tuple[int, int, int]:
     row = service.query(
-        "SELECT (SELECT count(*) FROM contact WHERE id > ?1 AND step = 'done'),"
-        " (SELECT count(*) FROM outbound_message WHERE contact_id > ?1"
+        "SELECT (SELECT count(*) FROM contact WHERE id > ? AND step = 'done'),"
+        " (SELECT count(*) FROM outbound_message WHERE contact_id > ?"
         "   AND purpose = 'acknowledgement'),"
-        " (SELECT count(*) FROM outbound_message WHERE contact_id > ?1"
+        " (SELECT count(*) FROM outbound_message WHERE contact_id > ?"
         "   AND purpose = 'acknowledgement' AND status = 'sent')",
+        after,
+        after,
         after,
     )[0]
     return int(row[0]), int(row[1]), int(row[2])
@@ -182,6 +188,13 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=20, help="text emails sent one by one")
     parser.add_argument("--concurrency", type=int, default=8, help="SMTP connections at once")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per round")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="scale out instead: a scratch database on this PostgreSQL server, "
+        "guichet serve --no-workers and --workers guichet worker processes",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="with --postgres: processes")
     add_profile_arguments(parser, "the service during the text rounds")
     args = parser.parse_args()
     load = os.getloadavg()[0]
@@ -197,11 +210,17 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="guichet-bench-") as tmp,
         server_process("bare-smtp", "--port", str(relay_port)),
         server_process("bare-smtp", "--port", str(bare_port)),
+        scratch_database(args.postgres) if args.postgres else nullcontext("") as database,
     ):
-        service = GuichetServe(Path(tmp) / "home", relay_port)
+        extra = {"GUICHET_DATABASE_URL": database} if database else {}
+        service = GuichetServe(Path(tmp) / "home", relay_port, extra)
         service.cli("db", "upgrade")
         service.cli("demo")
-        service.start()
+        if database:
+            service.start("--no-workers")
+            service.start_workers(args.workers)
+        else:
+            service.start()
         try:
             # Workers start once the models are loaded; the language detector and spaCy still
             # load some parts on first use (0.5-2 s each), which a running service has behind
@@ -227,8 +246,13 @@ def main() -> None:
         finally:
             service.stop()
     anchor_rate = statistics.median(anchor_rates)
+    where = (
+        f"guichet serve --no-workers and {args.workers} guichet worker processes on PostgreSQL"
+        if args.postgres
+        else "guichet serve on SQLite"
+    )
     print(
-        f"guichet serve on SQLite, {args.rounds} rounds, {args.concurrency} SMTP connections; "
+        f"{where}, {args.rounds} rounds, {args.concurrency} SMTP connections; "
         f"rates are medians, latencies pooled"
     )
     print(

@@ -400,7 +400,8 @@ async def serve_twilio_api(account_sid: str, auth_token: str) -> None:
 
 
 class GuichetServe:
-    """``guichet serve`` in a child process with its own home (SQLite), ports and relay."""
+    """``guichet serve`` in a child process with its own home (SQLite, or the PostgreSQL
+    database ``extra_env`` names), ports and relay; ``guichet worker`` processes beside it."""
 
     def __init__(self, home: Path, relay_port: int, extra_env: Mapping[str, str] | None = None):
         self.home = home
@@ -416,6 +417,7 @@ class GuichetServe:
             **(extra_env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
         self.log = home / "serve.log"
 
     @property
@@ -462,15 +464,33 @@ class GuichetServe:
                 time.sleep(0.1)
         raise TimeoutError(f"guichet serve did not come up: {self.log.read_text()[-3000:]}")
 
+    def start_workers(self, count: int) -> None:
+        """``count`` ``guichet worker`` processes beside the service (PostgreSQL only)."""
+        for n in range(count):
+            with (self.home / f"worker-{n}.log").open("ab") as log:
+                self.workers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "guichet.cli", "worker"],
+                        env=self.env,
+                        cwd=ROOT,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        for process in [*self.workers, self.process]:
+            if process is None or process.poll() is not None:
+                continue
+            process.send_signal(signal.SIGTERM)
+        for process in [*self.workers, self.process]:
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Read the service's database beside it: its SQLite file (WAL: readers do not block
@@ -499,6 +519,25 @@ def add_profile_arguments(parser: argparse.ArgumentParser, what: str) -> None:
         default=shutil.which("py-spy"),
         help="the py-spy executable (pip install py-spy, outside the project)",
     )
+
+
+@contextmanager
+def scratch_database(server_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database on the server ``server_url`` names, dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(server_url)
+    name = f"guichet_bench_{os.getpid()}"
+    admin = server.set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(admin, autocommit=True) as db:
+        db.execute(f"DROP DATABASE IF EXISTS {name}")
+        db.execute(f"CREATE DATABASE {name}")
+    try:
+        yield server.set(drivername="postgresql+psycopg", database=name).render_as_string(False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as db:
+            db.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @contextmanager
@@ -579,8 +618,9 @@ def _frame(frame: str) -> str:
     return f"{name} {where}"
 
 
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value)
+def parse_time(value: str | datetime) -> datetime:
+    """A timestamp as the database gives it: text from SQLite, a datetime from PostgreSQL."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 def main() -> None:
