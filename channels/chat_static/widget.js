@@ -26,6 +26,7 @@
       you: "Vous", guichet: "Guichet",
       connecting: "Connexion…", online: "Connecté", offline: "Hors ligne, reconnexion…",
       sending: "envoi…", received: "reçu", failed: "non envoyé : ",
+      retrying: "pas encore enregistré, nouvel essai dans {s} s",
       restart: "Cette conversation n'est plus reconnue ; commencez-en une nouvelle.",
       tooLarge: "fichier trop volumineux (maximum ", files: "Fichiers : ", log: "Messages"
     },
@@ -40,6 +41,7 @@
       you: "You", guichet: "Guichet",
       connecting: "Connecting…", online: "Connected", offline: "Offline, reconnecting…",
       sending: "sending…", received: "received", failed: "not sent: ",
+      retrying: "not stored yet, trying again in {s} s",
       restart: "This conversation is no longer known; please start a new one.",
       tooLarge: "file too large (at most ", files: "Files: ", log: "Messages"
     }
@@ -267,9 +269,17 @@
       return;
     }
     var waiting = frame.id && pending[frame.id];
-    if (waiting && frame.code === "not_stored") {
-      // Not stored: keep it and send it again; the server makes the retry idempotent.
-      setTimeout(function () { if (pending[frame.id]) { send(pending[frame.id].frame); } }, 2000);
+    if (frame.code === "not_stored" && (waiting || startFrame)) {
+      // Not stored: keep it and send it again when the server says (its retry_after); the
+      // server makes the retry idempotent.
+      var seconds = retryAfter(frame.retry_after);
+      if (waiting) {
+        setState(waiting.item, retrying(seconds));
+        setTimeout(function () { if (pending[frame.id]) { send(pending[frame.id].frame); } }, seconds * 1000);
+      } else {
+        status.textContent = retrying(seconds);
+        setTimeout(function () { if (startFrame && !send(startFrame)) { connect(); } }, seconds * 1000);
+      }
       return;
     }
     if (waiting) {
@@ -279,6 +289,13 @@
       status.textContent = t.failed + frame.reason;
     }
   }
+
+  function retryAfter(value) {
+    var seconds = parseInt(value, 10);
+    return seconds > 0 ? Math.min(seconds, 300) : 2;
+  }
+
+  function retrying(seconds) { return t.retrying.replace("{s}", String(seconds)); }
 
   // ---------------------------------------------------------------- the forms
   prechat.addEventListener("submit", function (event) {
@@ -321,10 +338,21 @@
     var form = new FormData();
     form.append("id", id);
     files.forEach(function (f) { form.append("file", f, f.name); });
+    post(form, item);
+  }
+
+  function post(form, item) {
     fetch(UPLOAD_URL, {
       method: "POST", body: form,
       headers: { "X-Chat-Token": localStorage.getItem(TOKEN_KEY) || "" }
     }).then(function (response) {
+      if (response.status === 503) {
+        // Not stored: the same upload again when the server says (same id: idempotent).
+        var seconds = retryAfter(response.headers.get("Retry-After"));
+        setState(item, retrying(seconds));
+        setTimeout(function () { post(form, item); }, seconds * 1000);
+        return;
+      }
       return response.json().then(function (body) {
         if (response.ok) { setState(item, t.received); } else { setState(item, t.failed + body.error, true); }
       });

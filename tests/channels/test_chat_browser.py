@@ -12,11 +12,11 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from channels.chat import ChatLimits
+from channels.chat import RETRY_AFTER_SECONDS, ChatLimits
 from models.store import Store
 from models.tables import Contact
 from tests.channels.test_chat import PHOTO, ChatServer
-from tests.conftest import CHROMIUM, free_port
+from tests.conftest import CHROMIUM, free_port, unwritable, writable
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
@@ -208,3 +208,34 @@ async def test_a_forgotten_conversation_asks_for_a_new_one(
         assert contact.sender.startswith("chat:")
     finally:
         await context.close()
+
+
+async def test_what_the_store_cannot_take_is_sent_again_when_the_server_says(
+    server: ChatServer, page: Page
+) -> None:
+    """A message and an upload refused with ``not_stored`` (503) say so and wait for the
+    server's ``retry_after`` before the same is sent again: taken once the store works."""
+    await page.goto(f"{server.url}/chat")
+    await start_conversation(page, "Jean Dupont", "jean.dupont@example.org")
+    blobs = server.store.blobs.root
+    unwritable(blobs)
+    try:
+        await page.get_by_label("Votre message").fill("Bonjour, voici ma facture.")
+        await page.get_by_label("Votre message").press("Enter")
+        await page.locator("#gc-file").set_input_files(PHOTO)
+        waiting = f"pas encore enregistré, nouvel essai dans {RETRY_AFTER_SECONDS} s"
+        message = page.locator(".gc-visitor", has_text="voici ma facture")
+        upload = page.locator(".gc-visitor", has_text=PHOTO.name)
+        await expect(message.locator(".gc-state")).to_have_text(waiting)
+        await expect(upload.locator(".gc-state")).to_have_text(waiting)
+        assert await server.contacts() == []
+    finally:
+        writable(blobs)
+    # Nothing to do on the page: it sends both again after the delay.
+    await expect(message.locator(".gc-state")).to_have_text("reçu", timeout=20_000)
+    await expect(upload.locator(".gc-state")).to_have_text("reçu", timeout=20_000)
+    stored = await contacts_with_documents(server.store)
+    assert sorted((c.text, len(c.documents)) for c in stored) == [
+        ("", 1),
+        ("Bonjour, voici ma facture.", 0),
+    ]
