@@ -43,6 +43,10 @@ _DIGITS = re.compile(
 _SQL_PARAMETERS = re.compile(
     r"\[parameters: .*?\](?=\s*(?:\(Background on this error|$))", re.DOTALL
 )
+# PostgreSQL's own error detail quotes the values too: the refused row of a NOT NULL or CHECK
+# violation, the key of a unique or foreign-key one. Each to the end of its line.
+_PG_ROW = re.compile(r"(Failing row contains )\(.*\)")
+_PG_KEY = re.compile(r"(Key \([^)\n]*\)=)\([^\n]*\)")
 
 
 def _keep_last_two(prefix: str, digits: str) -> str:
@@ -72,6 +76,8 @@ def _iban(match: re.Match[str]) -> str:
 
 _RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
     (_SQL_PARAMETERS, "[parameters: hidden]"),
+    (_PG_ROW, r"\1(hidden)"),
+    (_PG_KEY, r"\1(hidden)"),
     # Emails first: a local part may hold digits that the later rules would half-mask.
     (_EMAIL, r"\1***\2\3"),
     (_IBAN, _iban),

@@ -64,8 +64,14 @@ def _set_up_sqlite(engine: Engine) -> None:
     event.listen(engine, "begin", _sqlite_begin)
 
 
+#: Statement parameters are message bodies, addresses, phone numbers: a database error must not
+#: carry them into the logs (SQLAlchemy puts them in the exception's text by default).
+_PRIVATE = {"hide_parameters": True}
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
+    kwargs = {**_PRIVATE, **kwargs}
     if parsed.get_backend_name() == "sqlite":
         ensure_sqlite_folder(url)
         if parsed.drivername == "sqlite+aiosqlite":
@@ -85,10 +91,12 @@ def create_sync_engine(url: str) -> Engine:
     """A synchronous engine on the same database, set up like ``create_engine``'s, for the
     one thread that writes accepts (``models.accept``)."""
     if make_url(url).get_backend_name() == "sqlite":
-        engine = sqlalchemy.create_engine(sync_url(url), pool_size=1, max_overflow=1)
+        engine = sqlalchemy.create_engine(sync_url(url), pool_size=1, max_overflow=1, **_PRIVATE)
         _set_up_sqlite(engine)
         return engine
-    return sqlalchemy.create_engine(sync_url(url), pool_size=1, max_overflow=1, pool_pre_ping=True)
+    return sqlalchemy.create_engine(
+        sync_url(url), pool_size=1, max_overflow=1, pool_pre_ping=True, **_PRIVATE
+    )
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:

@@ -55,6 +55,21 @@ from tests.guichet.service import GuichetProcess
             "[parameters: hidden]\n"
             "(Background on this error at: https://sqlalche.me/e/20/gkpj)",
         ),
+        # PostgreSQL quotes the refused row, or the key, in its own detail line.
+        (
+            '(psycopg.errors.NotNullViolation) null value in column "channel" of relation'
+            ' "contact" violates not-null constraint\n'
+            "DETAIL:  Failing row contains (7, inbound, null, j'ai une fracture (au bras), x).\n"
+            "[SQL: INSERT INTO contact (text) VALUES (%(text)s::VARCHAR)]",
+            '(psycopg.errors.NotNullViolation) null value in column "channel" of relation'
+            ' "contact" violates not-null constraint\n'
+            "DETAIL:  Failing row contains (hidden).\n"
+            "[SQL: INSERT INTO contact (text) VALUES (%(text)s::VARCHAR)]",
+        ),
+        (
+            "DETAIL:  Key (channel, natural_key)=(email, email:<fracture.du.bras>) already exists.",
+            "DETAIL:  Key (channel, natural_key)=(hidden) already exists.",
+        ),
     ],
 )
 def test_redact(text: str, expected: str) -> None:
