@@ -428,6 +428,15 @@ class TwilioSender:
             raise rest_error(exc) from exc
         except OSError as exc:  # requests' errors are OSErrors: connection refused, timeout…
             raise transport_error(exc) from exc
+        except Exception as exc:
+            # An answer came back that the client could not read (not Twilio's JSON: a proxy
+            # answered, a body cut short). The request did reach the API: the SMS may have
+            # left, and a second request could send it twice.
+            raise DeliveryError(
+                f"Twilio's answer could not be read ({type(exc).__name__}: {exc}): the SMS may"
+                " have left; check the number's message log before sending it again",
+                uncertain=True,
+            ) from exc
         finally:
             if http.session is not None:
                 http.session.close()

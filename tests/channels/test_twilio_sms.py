@@ -567,10 +567,13 @@ async def test_outage_is_retried_with_backoff_and_sent_once_twilio_recovers(
 
 
 @SQLITE_ONLY
-@pytest.mark.parametrize("kind", ["hang", "hang_after_create"])
+@pytest.mark.parametrize("kind", ["hang", "hang_after_create", "garbled_after_create"])
 async def test_no_answer_in_time_is_uncertain_and_never_sent_again(
-    store: Store, standin: TwilioStandIn, kind: Literal["hang", "hang_after_create"]
+    store: Store,
+    standin: TwilioStandIn,
+    kind: Literal["hang", "hang_after_create", "garbled_after_create"],
 ) -> None:
+    """No answer, or one the client cannot read: the request may have reached Twilio."""
     async with store.sessions() as session, session.begin():
         contact = Contact(
             direction="inbound", channel="sms", natural_key="SM-x", sender=PHONE, status="processed"
@@ -585,10 +588,11 @@ async def test_no_answer_in_time_is_uncertain_and_never_sent_again(
     assert await delivery_runner(store, sender).run_pending() == 1
     message = await outbound(store, message_id)
     assert message.status == "uncertain" and message.attempts == 1
-    assert "ReadTimeout" in str(message.status_reason)
+    lost = "ReadTimeout" if kind.startswith("hang") else "JSONDecodeError"
+    assert lost in str(message.status_reason)
     assert "check the number's message log" in str(message.status_reason)
     assert len([r for r in standin.api_requests if r.method == "POST"]) == 1
-    assert len(standin.messages) == (1 if kind == "hang_after_create" else 0)
+    assert len(standin.messages) == (1 if kind.endswith("_after_create") else 0)
     async with store.sessions() as session:
         flagged = await session.get_one(Contact, contact.id)
         assert flagged.status == "needs_review"

@@ -68,9 +68,11 @@ class Outage:
     ``error``: Twilio's error body with ``status``, nothing created. ``hang``: no answer for
     ``seconds`` (the client times out first), nothing created. ``hang_after_create``: the
     message is created, then the answer hangs: Twilio took it but the client never hears so.
+    ``garbled_after_create``: the message is created, and the ``201`` that comes back is not
+    Twilio's JSON (a proxy on the way answered in its place).
     """
 
-    kind: Literal["error", "hang", "hang_after_create"] = "error"
+    kind: Literal["error", "hang", "hang_after_create", "garbled_after_create"] = "error"
     status: int = 500
     seconds: float = 30.0
 
@@ -179,7 +181,7 @@ class TwilioStandIn:
         if self.fail_next:
             return server_error(self.fail_next.pop(0))
         outage = self.outage
-        if outage is not None and outage.kind != "hang_after_create":
+        if outage is not None and not outage.kind.endswith("_after_create"):
             self.faulted.append(recorded)
             if outage.kind == "error":
                 return server_error(outage.status)
@@ -188,6 +190,8 @@ class TwilioStandIn:
         created = await self._create(request)
         if outage is not None and created.status == 201:
             self.faulted.append(recorded)
+            if outage.kind == "garbled_after_create":
+                return web.Response(status=201, text="<html>502 Bad Gateway</html>")
             await self._hang(outage.seconds)
         return created
 
