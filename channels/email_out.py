@@ -170,6 +170,8 @@ class SmtpRelaySender:
     ) -> str:
         """One SMTP transaction on an open connection; the connection is kept after a success
         and closed after anything else."""
+        # Per transaction: a kept connection handed over its previous message.
+        client.handed_over = False
         try:
             errors, response = await client.send_message(
                 email,
@@ -213,7 +215,6 @@ class SmtpRelaySender:
         while self._kept:
             client, since = self._kept.pop()
             if now - since < self.idle_seconds and client.is_connected:
-                client.handed_over = False
                 return client
             client.close()
         return None
