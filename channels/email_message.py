@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.errors
 import email.header
 import email.policy
@@ -52,6 +53,24 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
 _MSG_ID_RE = re.compile(r"<([^<>]*)>")
 _COMMENT_RE = re.compile(r"\([^()]*\)")
+# One mailbox in plain ASCII, the form nearly every sender's From takes: "Name <addr>", a
+# quoted name, or the bare address. Read without the policy's header parser, which costs
+# most of an SMTP session's header reading; anything else (encoded words, comments, groups,
+# quoted local parts, folding) still goes through it. A property test holds both to one answer.
+# RFC 2047 6.2: the white space between two encoded words is not text. The policy's address
+# parser keeps it in a display name (a long accented name, folded by the sender's mail
+# program into several words, came out with spaces or line breaks inside it).
+_ENCODED_WORD = r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?="
+_BETWEEN_ENCODED_WORDS_RE = re.compile(rf"({_ENCODED_WORD})\s+(?={_ENCODED_WORD})")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_SIMPLE_MAILBOX_RE = re.compile(
+    # Possessive quantifiers: no backtracking, so a long hostile header costs linear time.
+    rf"[ \t]*+(?:"
+    rf"(?:(?P<words>[A-Za-z0-9' \t-]*+)|\"(?P<quoted>[A-Za-z0-9 ',.-]*+)\"[ \t]*+)"
+    rf"<(?P<angle>{_ADDR_SPEC})>"
+    rf"|(?P<bare>{_ADDR_SPEC}))[ \t]*+"
+)
 
 _Report = Callable[[str], None]
 
@@ -761,24 +780,38 @@ def _addresses(msg: Message, name: str, report: _Report | None) -> list[tuple[st
     text = _header_text(msg, name, report)
     if text is None:
         return []
-    pairs: list[tuple[str, str]] | None = None
-    header = _structured(name, text, report)
-    if header is not None:
-        try:
-            pairs = [(str(a.display_name), str(a.addr_spec)) for a in header.addresses]
-        except Exception:
-            pairs = None
-    if pairs is None:
-        try:
-            pairs = [(_decode_words(n), a) for n, a in email.utils.getaddresses([text])]
-        except Exception:
-            pairs = []
+    simple = _simple_mailbox(text)
+    pairs = [simple] if simple is not None else _parsed_addresses(name, text, report)
     result: list[tuple[str, str]] = []
     for display, address in pairs:
         address = _normalise_address(address)
         if address:
             result.append((_clean_text(display), address))
     return result
+
+
+def _simple_mailbox(text: str) -> tuple[str, str] | None:
+    """(display name, address) of a header that is one plain mailbox, else None."""
+    simple = _SIMPLE_MAILBOX_RE.fullmatch(text)
+    if simple is None:
+        return None
+    return simple["words"] or simple["quoted"] or "", simple["angle"] or simple["bare"]
+
+
+def _parsed_addresses(name: str, text: str, report: _Report | None) -> list[tuple[str, str]]:
+    """(display name, address) pairs as the policy's header parser reads them, or as
+    ``getaddresses`` does when the policy cannot."""
+    # Unfolded first, as the policy itself does before it parses a header it fetches.
+    text = _BETWEEN_ENCODED_WORDS_RE.sub(r"\1", _LINE_BREAK_RE.sub("", text))
+    header = _structured(name, text, report)
+    if header is not None:
+        # A header the policy parsed may still hold parts an Address refuses (CR, LF).
+        with contextlib.suppress(Exception):
+            return [(str(a.display_name), str(a.addr_spec)) for a in header.addresses]
+    try:
+        return [(_decode_words(n), a) for n, a in email.utils.getaddresses([text])]
+    except Exception:
+        return []
 
 
 def _normalise_address(value: str) -> str:

@@ -514,7 +514,7 @@ class MediaDownload:
                 )
             ).all()
         )
-        raw = await asyncio.to_thread(self.store.blobs.get, digest) if digest else b""
+        raw = await self.store.raw_content(digest, session) if digest else b""
         form = MultiDict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         media = [
             (n, form.get(f"MediaUrl{n}", ""), form.get(f"MediaContentType{n}", ""))

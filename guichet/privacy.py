@@ -1,8 +1,9 @@
 """Personal data: everything held about one person (GDPR access) and the retention purge.
 
 Which table holds what is declared here, table by table (``EXPORTED``, ``NOT_PERSONAL``,
-``PURGE_LINKS``); the tests compare these lists with the models, so a new table or a new link
-to a contact or dossier cannot be forgotten by the export or by the purge.
+``REACHED_ELSEWHERE``, ``PURGE_LINKS``); the tests compare these lists with the models, so a
+new table or a new link to a contact or dossier cannot be forgotten by the export or by the
+purge.
 """
 
 from __future__ import annotations
@@ -90,6 +91,13 @@ NOT_PERSONAL: dict[str, str] = {
     "edi_interchange": "providers' interchange envelopes (companies); the invoices about "
     "the subject's dossiers are exported",
     "contact_triage": "a gestionnaire's done mark; the exported contact carries its own status",
+}
+
+#: Tables whose personal content the export and the purge reach in another form, and how.
+REACHED_ELSEWHERE: dict[str, str] = {
+    "staged_blob": "raw messages committed with their accept, until the accept writer has "
+    "written them to the blob store (moments later); the export and the purge have them "
+    "written there first, then reach them as the contacts' raw files",
 }
 
 #: Columns never exported: a secret (its digest) is nobody's personal data to hand out.
@@ -514,6 +522,9 @@ async def export_subject(
     if data.empty:
         return None
     path = output if output is not None else Path.cwd() / f"subject-{key}.zip"
+    # Raw messages accepted moments ago may still wait in the database: the archive is
+    # written from the blob store.
+    await store.settle_staged()
     files, missing = await asyncio.to_thread(_write_zip, data, store.blobs, path)
     counts = data.counts()
     async with store.sessions() as session, session.begin():
@@ -880,6 +891,8 @@ async def purge_expired(
             finally:
                 await transaction.rollback()
         return report
+    # Every raw blob in the blob store first, so that the removal below finds them all.
+    await store.settle_staged()
     for dossier_id, ref, _ in expired:
         async with store.sessions() as session, session.begin():
             # Locked, then read again: it may have been reopened (or closed anew) since the

@@ -30,12 +30,17 @@ from intake.reading import OcrPool, ReadingLimits
 from intake.runner import JobHandler, JobRunner, Periodic, RetryPolicy
 from intake.understand import Understanding
 from models import migrate
+from models.blobs import BlobStoreError
 from models.store import Store
 from responders.decide import ReplyPolicy, parse_reminder_days
 from responders.outbox import missing_list_check
 from responders.render import TemplateRenderer
 
 log = logging.getLogger(__name__)
+
+#: Staged raw bytes older than this were left by a front that stopped (its own writer
+#: settles them within moments): the periodic task writes them to the blob store.
+STAGED_LEFTOVER = timedelta(minutes=1)
 
 
 def reading_limits(settings: Settings) -> ReadingLimits:
@@ -145,6 +150,10 @@ def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
     """What runs on a schedule beside the jobs, on either engine."""
     tasks = [
         Periodic("sla_sweep", "* * * * *", lambda: sla_sweep(store, settings.inbox_sla_hours)),
+        # Raw bytes a front staged and could not write to the blob store before it stopped.
+        Periodic(
+            "settle_staged", "* * * * *", lambda: store.settle_staged(older_than=STAGED_LEFTOVER)
+        ),
     ]
     if settings.retention_days > 0:
         # Nightly, when the inbox is quiet; it deletes one dossier per transaction.
@@ -201,6 +210,7 @@ class Service:
     async def start(self, *, workers: bool = True) -> None:
         s = self.settings
         await asyncio.to_thread(migrate.upgrade, s.effective_database_url)
+        await self._settle_leftovers()
         routes = [route for adapter in self.channels.adapters for route in adapter.routes()]
         access = Access(
             self.store, s.templates_dir, secure_cookies=s.public_url.startswith("https://")
@@ -230,6 +240,18 @@ class Service:
             await self.runner.start()
         for adapter in self.channels.adapters:
             await adapter.start()
+
+    async def _settle_leftovers(self) -> None:
+        """Raw bytes the last run committed but had not written to the blob store yet."""
+        try:
+            settled = await self.store.settle_staged()
+        except BlobStoreError as exc:
+            # Still safe and readable in the database; new accepts are refused until the
+            # folder takes writes again, and the periodic task tries these again.
+            log.error("staged raw messages not written to the blob store: %s", exc)
+            return
+        if settled:
+            log.info("wrote %d staged raw messages to the blob store", settled)
 
     async def stop(self) -> None:
         for adapter in self.channels.adapters:

@@ -25,7 +25,7 @@ from models.clock import utcnow
 from models.inbound import InboundContact
 from models.jobs import CONTACT_JOB, ClaimedJob
 from models.store import Store, audit
-from models.tables import Contact, Delivery, Document, Dossier, OutboundMessage
+from models.tables import Contact, Delivery, Document, Dossier, OutboundMessage, StagedBlob
 from responders import decide
 from responders.acknowledge import MailIdentity, ReplyRoute, reply_route
 from responders.attestation import store_attestation
@@ -94,10 +94,15 @@ async def unpack(ctx: IntakeContext, contact_id: int) -> None:
         .limit(1)
         .scalar_subquery()
     )
+    # Small raw messages are still staged in the database (models.accept): read in the same
+    # query, they cost no second look.
+    staged = (
+        select(StagedBlob.content).where(StagedBlob.sha256 == Contact.raw_sha256).scalar_subquery()
+    )
     async with ctx.store.sessions() as session:
-        channel, raw_digest, envelope_sender = (
+        channel, raw_digest, envelope_sender, raw = (
             await session.execute(
-                select(Contact.channel, Contact.raw_sha256, envelope_sender).where(
+                select(Contact.channel, Contact.raw_sha256, envelope_sender, staged).where(
                     Contact.id == contact_id
                 )
             )
@@ -105,7 +110,8 @@ async def unpack(ctx: IntakeContext, contact_id: int) -> None:
     unpacker = ctx.unpackers.get(channel)
     if unpacker is None or raw_digest is None:
         raise LookupError(f"contact {contact_id}: nothing unpacks raw {channel} contacts")
-    raw = await asyncio.to_thread(ctx.store.blobs.get, raw_digest)
+    if raw is None:
+        raw = await asyncio.to_thread(ctx.store.blobs.get, raw_digest)
     inbound = await asyncio.to_thread(unpacker, raw, envelope_sender)
     digests = await asyncio.to_thread(ctx.store.put_attachments, inbound.attachments)
     async with ctx.store.sessions() as session, session.begin():

@@ -7,6 +7,13 @@ on SQLite, a wait on the write lock per contact: the fronts topped out near 110 
 second. Here the accepts that arrive while a transaction is being written queue up, and the
 next transaction writes all of them with one INSERT per table and one commit (one fsync), on
 a synchronous connection in a thread of its own: the loop crosses once per batch.
+
+The raw bytes of a small contact (an email whose session read only its headers, a webhook's
+form) are committed in that same transaction (``staged_blob``) instead of being written to the
+blob store first: a blob costs three fsyncs of its own (file, rename, folder), several times
+the database's one. Once the accept is answered, the writer writes those bytes to the blob
+store on a second thread, then deletes their rows (in a later transaction). Until then
+``staged_content`` finds them; after a crash, ``settle_staged`` writes what was left.
 """
 
 from __future__ import annotations
@@ -14,19 +21,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from models.blobs import BlobStore, BlobStoreError
 from models.clock import utcnow
 from models.db import create_sync_engine
 from models.dispatch import defer_twins
 from models.inbound import InboundAttachment, InboundContact
-from models.tables import AuditEvent, Contact, Delivery, Document, Job
+from models.tables import AuditEvent, Contact, Delivery, Document, Job, StagedBlob
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,12 @@ DOCUMENTS = cast(Table, Document.__table__)
 JOBS = cast(Table, Job.__table__)
 AUDIT_EVENTS = cast(Table, AuditEvent.__table__)
 DELIVERIES = cast(Table, Delivery.__table__)
+STAGED = cast(Table, StagedBlob.__table__)
+# The same bytes may arrive twice before they leave the table (a resent message).
+_STAGE = {
+    "sqlite": sqlite.insert(STAGED).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(STAGED).on_conflict_do_nothing(),
+}
 
 #: The contact job's current step is kept on ``Contact.step``; this is where it starts.
 FIRST_STEP = "extract"
@@ -44,6 +59,16 @@ UNPACK_STEP = "unpack"
 #: Accepts written in one transaction at most: a flood is still committed in slices small
 #: enough that the first of them are acknowledged while the rest are written.
 MAX_BATCH = 200
+#: Raw bytes up to this size are committed with their contact's rows (``staged_blob``); a
+#: larger message goes to the blob store first, as attachments always do.
+STAGE_MAX_BYTES = 256 * 1024
+#: Rows of bytes already in the blob store are deleted with the next batch once this many
+#: have gathered, or when the writer has been idle for ``SETTLE_IDLE_SECONDS``: a DELETE of
+#: its own with each accept would cost more than the rows it frees.
+DELETE_EVERY = 64
+SETTLE_IDLE_SECONDS = 1.0
+#: After a failed write to the blob store (folder unwritable, disk full), the next attempt.
+SETTLE_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,9 @@ class Pending:
     attachment_digests: list[str]
     envelope: Envelope
     first_job: str
+    #: The raw bytes when they are committed with the rows (``STAGE_MAX_BYTES``); None when
+    #: they are already in the blob store.
+    staged: bytes | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -135,14 +163,21 @@ def new_documents(
     ]
 
 
-def write_batch(connection: Connection, batch: Sequence[Pending]) -> list[Accepted]:
+def write_batch(
+    connection: Connection, batch: Sequence[Pending], settled: Sequence[str] = ()
+) -> list[Accepted]:
     """Insert ``batch`` in the caller's transaction; a known natural key (in the database, or
-    earlier in the batch) only records a duplicate delivery (DESIGN rule 2).
+    earlier in the batch) only records a duplicate delivery (DESIGN rule 2). The staged rows
+    of ``settled`` digests, whose bytes are now in the blob store, are deleted.
 
     Rows go in as Core INSERTs, one per table for the whole batch, on a plain connection:
     the ORM's session and unit of work cost more than the statements. So the jobs' worker
     twins are written here (``dispatch.defer_twins``): no session flush hook sees them.
     """
+    if settled:
+        connection.execute(delete(STAGED).where(STAGED.c.sha256.in_(settled)))
+    if not batch:
+        return []
     known: dict[tuple[str, str], int] = {}
     for channel in {p.inbound.channel for p in batch}:
         keys = {p.inbound.natural_key for p in batch if p.inbound.channel == channel}
@@ -224,6 +259,12 @@ def write_batch(connection: Connection, batch: Sequence[Pending]) -> list[Accept
         )
         results.append(Accepted(contact_id, duplicate=duplicate))
     connection.execute(insert(DELIVERIES), deliveries)
+    staged = {p.raw_digest: p.staged for p in batch if p.staged is not None}
+    if staged:
+        connection.execute(
+            _STAGE[connection.dialect.name],
+            [{"sha256": digest, "content": content} for digest, content in staged.items()],
+        )
     for contact_id, extra in duplicates.items():
         connection.execute(
             update(Contact)
@@ -237,15 +278,25 @@ class AcceptWriter:
     """Writes accepts in batches on one thread; ``submit`` returns once its batch committed.
 
     There is no timer: a batch is whatever queued while the previous one was written, so a
-    lone contact is written at once and a flood is written a slice at a time.
+    lone contact is written at once and a flood is written a slice at a time. Staged bytes
+    are written to ``blobs`` on a second thread after their batch is answered.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, blobs: BlobStore) -> None:
         self.url = url
+        self.blobs = blobs
         self._engine: Engine | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._settler: ThreadPoolExecutor | None = None
         self._queue: list[tuple[Pending, asyncio.Future[Accepted]]] = []
         self._draining: asyncio.Task[None] | None = None
+        #: Committed in ``staged_blob``, not yet in the blob store.
+        self._to_settle: dict[str, bytes] = {}
+        self._settling: asyncio.Task[None] | None = None
+        #: In the blob store; their rows are deleted with a later batch.
+        self._settled: set[str] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
         #: Transactions committed, and contacts in them: to see the batching at work.
         self.batches = 0
         self.written = 0
@@ -253,30 +304,56 @@ class AcceptWriter:
     async def submit(self, pending: Pending) -> Accepted:
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._queue.append((pending, future))
-        if self._draining is None or self._draining.done():
-            self._draining = asyncio.get_running_loop().create_task(self._drain())
+        self._start_draining()
         return await future
 
     async def close(self) -> None:
-        if self._draining is not None and not self._draining.done():
-            await asyncio.shield(self._draining)
-        if self._executor is None:
-            return
+        """Wait for the accepts under way, write the staged bytes to the blob store and
+        delete their rows (what cannot be written stays staged, safe, for the next start)."""
+        self._closing = True
+        while running := [
+            task for task in (self._draining, self._settling) if task and not task.done()
+        ]:
+            for task in running:
+                await asyncio.shield(task)
+        if self._settled:
+            # One last try if the deletes failed above (they wait for a timer otherwise).
+            self._start_draining()
+            await asyncio.shield(cast(asyncio.Task[None], self._draining))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         loop = asyncio.get_running_loop()
-        if self._engine is not None:
+        if self._executor is not None and self._engine is not None:
             # In the writer's thread: its connections were made there.
             await loop.run_in_executor(self._executor, self._engine.dispose)
             self._engine = None
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
-        self._executor = None
+        for executor in (self._executor, self._settler):
+            if executor is not None:
+                await asyncio.to_thread(executor.shutdown, wait=True)
+        self._executor = self._settler = None
+
+    def _start_draining(self) -> None:
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
-        while self._queue:
+        while self._queue or self._deletes_due():
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            settled = sorted(self._settled)[:MAX_BATCH] if self._deletes_due() else []
             outcomes: list[Accepted | Exception]
             try:
-                outcomes = list(await self._in_thread([pending for pending, _ in batch]))
+                outcomes = list(await self._in_thread([pending for pending, _ in batch], settled))
+                self._settled.difference_update(settled)
+            except BlobStoreError as exc:
+                # The blob folder takes no writes (or has no room): every accept must wait.
+                outcomes = [exc] * len(batch)
             except Exception as exc:
+                if not batch:
+                    # Only deletes of rows already in the blob store: harmless to leave.
+                    log.warning("staged rows not deleted yet: %s", exc)
+                    self._later(SETTLE_RETRY_SECONDS, self._start_draining)
+                    return
                 if len(batch) == 1:
                     outcomes = [exc]
                 else:
@@ -284,7 +361,9 @@ class AcceptWriter:
                     # only the ones that still fail refuse (their transport retries them).
                     log.warning("a batch of %d accepts failed; writing them one by one", len(batch))
                     outcomes = [await self._alone(pending) for pending, _ in batch]
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
+            for (pending, future), outcome in zip(batch, outcomes, strict=True):
+                if not isinstance(outcome, Exception) and pending.staged is not None:
+                    self._to_settle[pending.raw_digest] = pending.staged
                 # A caller that gave up (its client hung up) has cancelled its future.
                 if future.done():
                     continue
@@ -292,27 +371,86 @@ class AcceptWriter:
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)
+            if self._to_settle:
+                self._start_settling()
+
+    def _deletes_due(self) -> bool:
+        """Staged rows are deleted with a batch once enough have gathered, or when idle."""
+        if not self._settled:
+            return False
+        return self._closing or len(self._settled) >= DELETE_EVERY or self._idle()
+
+    def _idle(self) -> bool:
+        return not self._queue and self._timer is None and not self._to_settle
+
+    def _start_settling(self) -> None:
+        if self._settling is None or self._settling.done():
+            self._settling = asyncio.get_running_loop().create_task(self._settle())
+
+    async def _settle(self) -> None:
+        """Write the staged bytes to the blob store, whatever gathered meanwhile each time."""
+        loop = asyncio.get_running_loop()
+        if self._settler is None:
+            self._settler = ThreadPoolExecutor(1, thread_name_prefix="guichet-settle")
+        while self._to_settle:
+            items, self._to_settle = self._to_settle, {}
+            try:
+                await loop.run_in_executor(self._settler, self._put_all, items)
+            except OSError as exc:
+                # Still safe in the database, and readable there: tried again later.
+                log.warning("staged raw bytes not yet written to the blob store: %s", exc)
+                self._to_settle.update(items)
+                self._later(SETTLE_RETRY_SECONDS, self._start_settling)
+                return
+            self._settled.update(items)
+        if self._queue or self._deletes_due():
+            self._start_draining()
+        elif self._settled:
+            self._later(SETTLE_IDLE_SECONDS, self._start_draining)
+
+    def _later(self, delay: float, then: Callable[[], None]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+        def fire() -> None:
+            self._timer = None
+            then()
+
+        self._timer = asyncio.get_running_loop().call_later(delay, fire)
+
+    def _put_all(self, items: dict[str, bytes]) -> None:
+        for content in items.values():
+            self.blobs.put(content)
 
     async def _alone(self, pending: Pending) -> Accepted | Exception:
         try:
-            (result,) = await self._in_thread([pending])
+            (result,) = await self._in_thread([pending], ())
         except Exception as exc:
             return exc
         return result
 
-    async def _in_thread(self, batch: list[Pending]) -> list[Accepted]:
+    async def _in_thread(self, batch: list[Pending], settled: Sequence[str]) -> list[Accepted]:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="guichet-accept")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._write, batch)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._write, batch, settled
+        )
 
-    def _write(self, batch: list[Pending]) -> list[Accepted]:
+    def _write(self, batch: list[Pending], settled: Sequence[str]) -> list[Accepted]:
         """In the writer's thread: one transaction for the batch, retried once on a key race."""
+        staged = sum(len(p.staged) for p in batch if p.staged is not None)
+        if staged:
+            # Staged bytes must reach the blob store soon after: a folder that takes no
+            # writes, or a disk without room, refuses them now (the transport retries), not
+            # once the database has filled with bytes that have nowhere to go.
+            self.blobs.ensure_room(staged)
+            self.blobs.ensure_writable()
         if self._engine is None:
             self._engine = create_sync_engine(self.url)
         for attempt in range(2):
             try:
                 with self._engine.begin() as connection:
-                    results = write_batch(connection, batch)
+                    results = write_batch(connection, batch, settled)
             except IntegrityError:
                 # Another process stored one of these natural keys between our look-up and
                 # our insert (PostgreSQL fronts side by side): the next pass sees it as known.

@@ -80,8 +80,9 @@ class BlobStore:
     """Raw messages and attachments, stored once each whatever how often they arrive.
 
     The interface is ``put``/``get``/``exists``/``delete`` on sha256 digests (and
-    ``set_aside``/``restore``/``discard`` for a removal that may have to be undone) so that a
-    shared folder can later be swapped for an object store without touching the callers.
+    ``set_aside``/``restore``/``discard`` for a removal that may have to be undone, and
+    ``ensure_writable``/``ensure_room`` before an accept) so that a shared folder can later be
+    swapped for an object store without touching the callers.
     """
 
     def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
@@ -116,6 +117,20 @@ class BlobStore:
                 f" {_mb(self.min_free_bytes)} kept free (setting min_free_bytes); new contacts"
                 " are refused until space is freed",
             )
+
+    def ensure_writable(self) -> None:
+        """Raise ``BlobStoreError`` unless a file can be created in the blob folder now; for
+        accepts whose bytes wait in the database before they are written here."""
+        try:
+            if not self.root.is_dir():
+                self.root.mkdir(parents=True)
+        except OSError as exc:
+            error = InsufficientStorage if exc.errno in _NO_SPACE else BlobStoreError
+            raise error(exc.errno, f"blob store {self.root}: {exc.strerror or exc}") from exc
+        # access(2) answers for permissions and read-only mounts alike, without a write: a
+        # probe file cost more than the rest of an accept's checks. Space is ensure_room's.
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise BlobStoreError(errno.EACCES, f"blob store {self.root}: not writable")
 
     def path_for(self, digest: str) -> Path:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -214,6 +215,18 @@ class Delivery(Base):
     envelope_sender: Mapped[str | None] = mapped_column(String(320))
     envelope_recipients: Mapped[list[Any]] = mapped_column(default=list)
     raw_sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class StagedBlob(Base):
+    """The raw bytes of a small contact, committed in its accept transaction and kept here
+    until the accept writer has written them to the blob store (``models.accept``): a whole
+    batch of accepts then costs one fsync, the database's, instead of three a contact."""
+
+    __tablename__ = "staged_blob"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    staged_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Document(Base):

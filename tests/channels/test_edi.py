@@ -275,7 +275,7 @@ async def test_upload_stores_one_contact_per_interchange(
         "62912910111069:46782",
         "62912910111069",
     )
-    assert store.blobs.get(contact.raw_sha256 or "") == raw
+    assert await store.raw_content(contact.raw_sha256 or "") == raw
     contrl = (tmp_path / "edi-out" / first["contrl"]).read_text(encoding="latin-1")
     _check_envelope_of_file(contrl)
 

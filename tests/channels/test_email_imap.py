@@ -293,7 +293,7 @@ async def test_mails_are_stored_with_attachments_then_flagged(
         assert [c.message_id for c in stored] == ["one@example.org", "two@example.org"]
         # Stored raw, as from SMTP: intake's first step unpacks the attachment.
         assert [c.step for c in stored] == ["unpack", "unpack"]
-        raw = store.blobs.get(stored[0].raw_sha256 or "")
+        raw = await store.raw_content(stored[0].raw_sha256 or "", session)
         [attachment] = parse_or_keep(raw, None).attachments
         assert (attachment.filename, attachment.content) == ("devis.pdf", PDF.read_bytes())
         delivery = await session.scalar(select(Delivery).where(Delivery.contact_id == stored[0].id))

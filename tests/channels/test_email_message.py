@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from channels.email_message import automatic_reason, parse_email, synthetic_key
+from channels.email_message import automatic_reason, parse_email, read_headers, synthetic_key
 from models.inbound import InboundContact
 
 EMAILS = Path(__file__).parent.parent / "data" / "emails"
@@ -441,6 +441,22 @@ def test_eight_bit_bytes_in_headers() -> None:
         "8-bit bytes in Subject header, decoded as utf-8",
     )
     _assert_storable(contact)
+
+
+@pytest.mark.parametrize(
+    "from_header",
+    [
+        # Folded into two words of one encoding, and of two (as the email package writes
+        # a long name whose last characters need four bytes).
+        "=?utf-8?q?Jean-Fran?=\n =?utf-8?q?=C3=A7ois_Dupr=C3=A9?= <jf@example.org>",
+        "=?utf-8?b?SmVhbi1GcmFu?=\n =?utf-8?q?=C3=A7ois_Dupr=C3=A9?= <jf@example.org>",
+        "=?utf-8?b?SmVhbi1GcmFu?= =?utf-8?b?w6dvaXMgRHVwcsOp?= <jf@example.org>",
+    ],
+)
+def test_a_name_in_several_encoded_words_has_no_space_between_them(from_header: str) -> None:
+    raw = _raw(f"From: {from_header}\nSubject: x\n\nCorps\n")
+    for contact in (parse_email(raw), read_headers(raw)):
+        assert (contact.sender_name, contact.sender) == ("Jean-François Dupré", "jf@example.org")
 
 
 def test_unknown_charset_is_decoded_anyway() -> None:

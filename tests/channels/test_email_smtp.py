@@ -92,7 +92,7 @@ async def test_250_means_stored(server: Server) -> None:
             "Dossier AS-2026-000001",
             "m1@example.org",
         )
-        raw = server.store.blobs.get(contact.raw_sha256 or "")
+        raw = await server.store.raw_content(contact.raw_sha256 or "", session)
         assert b"Message-ID: <m1@example.org>" in raw
         # The session read the headers only: intake's first step unpacks the body, from the
         # bytes kept, into the same contact the full parse would have made.
@@ -173,10 +173,9 @@ async def test_malformed_mail_is_stored_with_its_defects(server: Server, raw: by
     async with server.store.sessions() as session:
         contact = await session.scalar(select(Contact))
         assert contact is not None
-        assert (
-            server.store.blobs.get(contact.raw_sha256 or "").replace(b"\r\n", b"\n").strip()
-            == raw.replace(b"\r\n", b"\n").strip()
-        )
+        assert (await server.store.raw_content(contact.raw_sha256 or "", session)).replace(
+            b"\r\n", b"\n"
+        ).strip() == raw.replace(b"\r\n", b"\n").strip()
     code, _ = await server.asend(_mail("<next@example.org>"))
     assert code == 250
 

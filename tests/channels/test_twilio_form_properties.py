@@ -100,7 +100,7 @@ class Webhook:
                 )
             )
         assert digest is not None
-        return self.store.blobs.get(digest)
+        return await self.store.raw_content(digest)
 
 
 async def _open(database_url: str, blobs: Path) -> tuple[Store, TestServer, aiohttp.ClientSession]:

@@ -172,7 +172,7 @@ async def test_signed_sms_is_stored_once_and_answered_with_empty_twiml(
     )
     assert contact.automatic_reason is None and contact.duplicate_count == 1
     assert contact.raw_sha256 is not None
-    raw = store.blobs.get(contact.raw_sha256).decode()
+    raw = (await store.raw_content(contact.raw_sha256)).decode()
     assert "MessageSid=" + params["MessageSid"] in raw and "Body=Bonjour%2C+ma" in raw
     assert await count(store, Delivery) == 2
     assert await count(store, Job, Job.kind == CONTACT_JOB) == 1

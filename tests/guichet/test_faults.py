@@ -179,6 +179,8 @@ async def test_storage_fault_is_a_temporary_refusal_on_every_channel(
     assert await channels.sms(sms) == (200, "")
     assert (await channels.upload(token))[0] == 200
     assert (await channels.edi())[0] == 202
+    # Raw bytes committed with their contacts reach the blob folder too.
+    await store.settle_staged()
     async with store.sessions() as session:
         contacts = (await session.scalars(sqlalchemy.select(Contact))).all()
         assert sorted(c.channel for c in contacts) == ["chat", "edi", "email", "sms"]

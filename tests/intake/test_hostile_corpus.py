@@ -103,7 +103,7 @@ async def _intake(name: str, work: Path) -> dict[str, Any]:
                 )
             ).all()
             assert contact.raw_sha256 is not None
-            raw = store.blobs.get(contact.raw_sha256)
+            raw = await store.raw_content(contact.raw_sha256, session)
             return {
                 "seconds": seconds,
                 "raw_kept": raw == content,

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import errno
+import hashlib
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import cast
 
 import pytest
 from sqlalchemy import func, select
 
-from models import migrate
+from models import accept, migrate
+from models.accept import STAGE_MAX_BYTES
+from models.blobs import BlobStore, BlobStoreError
+from models.clock import utcnow
+from models.db import create_engine
 from models.inbound import InboundAttachment, InboundContact
 from models.jobs import CONTACT_JOB
 from models.store import Envelope, Store
-from models.tables import AuditEvent, Contact, Delivery, Document, Job
+from models.tables import AuditEvent, Contact, Delivery, Document, Job, StagedBlob
+from tests.conftest import unwritable, writable
 
 
 def _inbound(key: str = "email:abc@example.org", **changes: object) -> InboundContact:
@@ -47,7 +58,7 @@ async def test_accept_persists_contact_documents_blobs_delivery_and_job(store: S
         assert contact.step == "extract"
         assert contact.sent_at == datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
         assert contact.received_at.tzinfo is not None
-        assert store.blobs.get(contact.raw_sha256 or "") == raw
+        assert await store.raw_content(contact.raw_sha256 or "", session) == raw
         documents = (
             await session.scalars(
                 select(Document)
@@ -128,3 +139,136 @@ async def test_migrations_match_the_tables(store: Store) -> None:
 
     async with store.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
+
+
+# --- raw bytes staged with their accept (models/accept.py) ----------------------------------
+
+
+class GatedBlobStore(BlobStore):
+    """A blob store whose writes wait for the test to open the gate (or fail, when told)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gate = threading.Event()
+        self.failures = 0
+
+    def put(self, content: bytes) -> str:
+        if not self.gate.wait(timeout=30):
+            raise AssertionError("the gate was never opened")
+        if self.failures:
+            self.failures -= 1
+            raise BlobStoreError(errno.EIO, "simulated write failure")
+        return super().put(content)
+
+
+@pytest.fixture
+async def gated(database_url: str, tmp_path: Path) -> AsyncIterator[Store]:
+    await asyncio.to_thread(migrate.upgrade, database_url)
+    store = Store(create_engine(database_url), GatedBlobStore(tmp_path / "gated-blobs"))
+    try:
+        yield store
+    finally:
+        cast(GatedBlobStore, store.blobs).gate.set()
+        await store.close()
+
+
+async def staged_digests(store: Store) -> list[str]:
+    async with store.sessions() as session:
+        return list((await session.scalars(select(StagedBlob.sha256))).all())
+
+
+async def test_a_small_raw_message_is_answered_before_any_blob_is_written(gated: Store) -> None:
+    raw = b"From: jean.dupont@example.org\r\nSubject: panne\r\n\r\nBonjour"
+    accepted = await gated.accept_contact(_inbound(attachments=()), raw)
+    digest = hashlib.sha256(raw).hexdigest()
+    # Every blob write is held at the gate: the accept committed the bytes with the rows.
+    assert not gated.blobs.exists(digest)
+    assert await staged_digests(gated) == [digest]
+    assert await gated.raw_content(digest) == raw
+    async with gated.sessions() as session:
+        contact = await session.get_one(Contact, accepted.contact_id)
+        assert contact.raw_sha256 == digest
+    cast(GatedBlobStore, gated.blobs).gate.set()
+    await gated.accepts.close()
+    # Written to the blob store, then its row deleted: read there from now on.
+    assert gated.blobs.get(digest) == raw
+    assert await staged_digests(gated) == []
+    assert await gated.raw_content(digest) == raw
+
+
+async def test_a_large_raw_message_is_in_the_blob_store_before_the_answer(gated: Store) -> None:
+    raw = b"From: jean.dupont@example.org\r\n\r\n" + b"x" * STAGE_MAX_BYTES
+    blobs = cast(GatedBlobStore, gated.blobs)
+    blobs.gate.set()
+    await gated.accept_contact(_inbound(attachments=()), raw)
+    blobs.gate.clear()
+    assert gated.blobs.get(hashlib.sha256(raw).hexdigest()) == raw
+    assert await staged_digests(gated) == []
+
+
+async def test_written_rows_are_deleted_once_the_writer_is_idle(store: Store) -> None:
+    raws = [f"From: a@example.org\r\n\r\nmessage {n}".encode() for n in range(5)]
+    for n, raw in enumerate(raws):
+        await store.accept_contact(_inbound(key=f"email:{n}@example.org", attachments=()), raw)
+    # No close: the writer deletes the rows of what it wrote once nothing else is to do.
+    for _ in range(100):
+        if not await staged_digests(store):
+            break
+        await asyncio.sleep(0.05)
+    assert await staged_digests(store) == []
+    for raw in raws:
+        assert store.blobs.get(hashlib.sha256(raw).hexdigest()) == raw
+
+
+async def test_a_failed_blob_write_is_tried_again_and_the_bytes_stay_readable(
+    gated: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(accept, "SETTLE_RETRY_SECONDS", 0.05)
+    blobs = cast(GatedBlobStore, gated.blobs)
+    blobs.failures = 2
+    raw = b"From: jean.dupont@example.org\r\n\r\nBonjour"
+    digest = hashlib.sha256(raw).hexdigest()
+    await gated.accept_contact(_inbound(attachments=()), raw)
+    blobs.gate.set()
+    for _ in range(100):
+        if blobs.exists(digest):
+            break
+        assert await gated.raw_content(digest) == raw
+        await asyncio.sleep(0.05)
+    assert blobs.failures == 0 and blobs.get(digest) == raw
+    await gated.accepts.close()
+    assert await staged_digests(gated) == []
+
+
+async def test_an_unwritable_blob_folder_refuses_even_a_staged_message(
+    store: Store, tmp_path: Path
+) -> None:
+    unwritable(store.blobs.root)
+    try:
+        with pytest.raises(BlobStoreError):
+            await store.accept_contact(_inbound(attachments=()), b"From: a@example.org\r\n\r\nx")
+    finally:
+        writable(store.blobs.root)
+    async with store.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Contact)) == 0
+    assert await staged_digests(store) == []
+
+
+async def test_settle_staged_writes_what_a_stopped_front_left(store: Store) -> None:
+    old, fresh = b"left by a front that died", b"staged a moment ago"
+    async with store.sessions() as session, session.begin():
+        session.add(
+            StagedBlob(
+                sha256=hashlib.sha256(old).hexdigest(),
+                content=old,
+                staged_at=utcnow() - timedelta(minutes=5),
+            )
+        )
+        session.add(StagedBlob(sha256=hashlib.sha256(fresh).hexdigest(), content=fresh))
+    # The periodic task leaves the rows a live writer is about to settle itself.
+    assert await store.settle_staged(older_than=timedelta(minutes=1)) == 1
+    assert store.blobs.get(hashlib.sha256(old).hexdigest()) == old
+    assert await staged_digests(store) == [hashlib.sha256(fresh).hexdigest()]
+    assert await store.settle_staged() == 1
+    assert store.blobs.get(hashlib.sha256(fresh).hexdigest()) == fresh
+    assert await staged_digests(store) == []
