@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import re
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 
-from models.accept import Accepted, Envelope, Pending
-from models.inbound import InboundContact
+from models import migrate
+from models.accept import Accepted, Envelope, Pending, write_batch
+from models.db import create_sync_engine
+from models.inbound import InboundAttachment, InboundContact
 from models.jobs import CONTACT_JOB
 from models.store import Store
 from models.tables import AuditEvent, Contact, Delivery, Job
@@ -109,3 +116,73 @@ async def test_closing_the_store_waits_for_accepts_under_way(store: Store) -> No
     await store.accepts.close()
     assert all(task.done() and not task.cancelled() for task in waiting)
     assert await count(store, Contact) == 10
+
+
+def _batch(round_: int) -> list[Pending]:
+    """Fresh contacts with documents and staged bytes, a duplicate within the batch and, in
+    the second round, contacts the database already knows."""
+    batch = []
+    for n in range(3):
+        inbound = InboundContact(
+            channel="email",
+            natural_key=f"email:{n}@example.org",
+            sender=f"assure{n}@example.org",
+            recipients=("sinistres@guichet.localhost",),
+            subject=f"Dossier {n}",
+            text="Bonjour",
+            references=("a@example.org",),
+            sent_at=datetime(2026, 12, 7, 9, n, tzinfo=UTC),
+            attachments=(InboundAttachment("facture.pdf", "application/pdf", b"%PDF"),),
+        )
+        raw = f"raw {round_} {n}".encode()
+        envelope = Envelope("127.0.0.1:25", "assure@example.org", ("s@guichet.localhost",))
+        digest = hashlib.sha256(raw).hexdigest()
+        batch.append(Pending(inbound, digest, ["d" * 64], envelope, CONTACT_JOB, staged=raw))
+    return [*batch, dataclasses.replace(batch[0])]
+
+
+_WHEN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+
+
+def _tables(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row the accept writes, times replaced by their format."""
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {
+                table: [
+                    tuple("<when>" if isinstance(v, str) and _WHEN.fullmatch(v) else v for v in row)
+                    for row in connection.exec_driver_sql(f"SELECT * FROM {table} ORDER BY 1")  # noqa: S608
+                ]
+                for table in (
+                    "contact",
+                    "document",
+                    "job",
+                    "audit_event",
+                    "delivery",
+                    "staged_blob",
+                )
+            }
+    finally:
+        engine.dispose()
+
+
+def test_sqlites_own_statements_write_the_rows_core_writes(tmp_path: Path) -> None:
+    written = []
+    for core in (True, False):
+        url = f"sqlite+aiosqlite:///{tmp_path / f'core-{core}.sqlite3'}"
+        migrate.upgrade(url)
+        engine = create_sync_engine(url)
+        with engine.begin() as connection:
+            first = write_batch(connection, _batch(1), core=core)
+        with engine.begin() as connection:
+            settled = [hashlib.sha256(b"raw 1 1").hexdigest()]
+            second = write_batch(connection, _batch(2), settled, core=core)
+        engine.dispose()
+        written.append((first, second, _tables(url)))
+    assert written[0] == written[1]
+    first, second, tables = written[1]
+    assert [a.duplicate for a in first] == [False, False, False, True]
+    assert all(a.duplicate for a in second)
+    assert len(tables["contact"]) == 3 and len(tables["delivery"]) == 8
+    assert len(tables["staged_blob"]) == 5
