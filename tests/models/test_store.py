@@ -272,3 +272,23 @@ async def test_settle_staged_writes_what_a_stopped_front_left(store: Store) -> N
     assert await store.settle_staged() == 1
     assert store.blobs.get(hashlib.sha256(fresh).hexdigest()) == fresh
     assert await staged_digests(store) == []
+
+
+async def test_bytes_over_the_memory_bound_wait_in_the_database_for_the_sweep(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A flood faster than the disk: what does not fit in memory is written by the sweep.
+    monkeypatch.setattr(accept, "SETTLE_MAX_BYTES", 100)
+    raws = [f"From: a@example.org\r\n\r\n{n}".encode() + b"x" * 60 for n in range(4)]
+    await asyncio.gather(
+        *(
+            store.accept_contact(_inbound(key=f"email:{n}@example.org", attachments=()), raw)
+            for n, raw in enumerate(raws)
+        )
+    )
+    await store.accepts.close()
+    left = await staged_digests(store)
+    assert len(left) == 3
+    assert await store.settle_staged() == 3
+    for raw in raws:
+        assert store.blobs.get(hashlib.sha256(raw).hexdigest()) == raw
