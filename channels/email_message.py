@@ -763,8 +763,16 @@ def _subject(msg: Message, report: _Report | None) -> str:
     text = _header_text(msg, "Subject", report)
     if text is None:
         return ""
+    if _plain_text(text):
+        # Nothing for the policy's parser to decode (it builds a class per call).
+        return _clean_text(text)
     header = _structured("subject", text, report)
     return _clean_text(str(header) if header is not None else _decode_words(text))
+
+
+def _plain_text(text: str) -> bool:
+    """ASCII with no encoded word: an unstructured header whose value is its text."""
+    return text.isascii() and "=?" not in text
 
 
 def _from_display(msg: Message) -> str:

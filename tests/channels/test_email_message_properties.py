@@ -18,7 +18,9 @@ from channels.email_message import (
     _clean_text,
     _normalise_address,
     _parsed_addresses,
+    _plain_text,
     _simple_mailbox,
+    _structured,
     parse_email,
     read_headers,
 )
@@ -311,3 +313,12 @@ def test_the_shortcut_takes_the_common_forms_and_leaves_the_rest() -> None:
     left = ["=?utf-8?q?J=C3=A9r=C3=B4me?= <j@ex.fr>", "a@ex.fr, b@ex.fr", "j@ex.fr (Jean)"]
     assert all(_simple_mailbox(text) is not None for text in taken)
     assert all(_simple_mailbox(text) is None for text in left)
+
+
+@CI
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
+def test_a_plain_subject_is_read_as_the_policy_parser_reads_it(text: str) -> None:
+    # Read as is when plain ASCII without encoded words: the same as the parser's reading.
+    if not _plain_text(text):
+        return
+    assert _clean_text(text) == _clean_text(str(_structured("subject", text, None))), text
