@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -215,10 +215,23 @@ class _Insert:
         compiled = insert(table).values({c.key: bindparam(c.key) for c in columns})
         sql = str(compiled.compile(dialect=dialect))
         self.sql = sql.replace("INSERT", verb, 1)
+        head, values, group = self.sql.partition(" VALUES ")
+        self._head, self._group = f"{head}{values}", group
         self.columns = [
             (c.key, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in columns
         ]
         self.defaults = {c.key: c.default for c in columns if c.default is not None}
+
+    def chunks(self, rows: list[dict[str, Any]]) -> Iterator[tuple[str, list[Any]]]:
+        """One statement of many rows (``VALUES (...), (...)``) per slice of ``rows``, with
+        its parameters: SQLite's driver lets other threads run at each step of a statement,
+        and the writer shares the interpreter with the busy event loop, so every step it
+        gives away can cost it a wait of up to the interpreter's switch interval."""
+        per_statement = max(_SQLITE_MAX_VARIABLES // len(self.columns), 1)
+        for start in range(0, len(rows), per_statement):
+            part = rows[start : start + per_statement]
+            parameters = [value for row in part for value in self.values(row)]
+            yield self._head + ", ".join([self._group] * len(part)), parameters
 
     def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
         out: list[Any] = []
@@ -236,6 +249,8 @@ class _Insert:
 
 
 _SQLITE_INSERTS: dict[tuple[str, str], _Insert] = {}
+#: Below SQLite's own limit on a statement's parameters (32 766 since 3.32).
+_SQLITE_MAX_VARIABLES = 30_000
 
 
 class _SqliteRows:
@@ -263,21 +278,23 @@ class _SqliteRows:
         return dict(self.cursor.fetchall())
 
     def insert_returning_ids(self, table: Table, rows: list[dict[str, Any]]) -> list[int]:
-        # The writer holds the write lock: each row's id is the one SQLite just gave it.
-        statement = self._statement(table)
-        ids = []
-        for row in rows:
-            self.cursor.execute(statement.sql, statement.values(row))
-            ids.append(int(self.cursor.lastrowid or 0))
+        ids: list[int] = []
+        for sql, parameters in self._statement(table).chunks(rows):
+            self.cursor.execute(sql, parameters)
+            # SQLite gives a new row one more than the table's largest id, one row after the
+            # other, and the writer holds the write lock: the statement's rows have the ids
+            # that end at the last one (a test holds this to what RETURNING says).
+            last = int(self.cursor.lastrowid or 0)
+            count = len(parameters) // len(self._statement(table).columns)
+            ids.extend(range(last - count + 1, last + 1))
         return ids
 
-    def insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
-        statement = self._statement(table)
-        self.cursor.executemany(statement.sql, [statement.values(row) for row in rows])
+    def insert(self, table: Table, rows: list[dict[str, Any]], verb: str = "INSERT") -> None:
+        for sql, parameters in self._statement(table, verb).chunks(rows):
+            self.cursor.execute(sql, parameters)
 
     def stage(self, rows: list[dict[str, Any]]) -> None:
-        statement = self._statement(STAGED, "INSERT OR IGNORE")
-        self.cursor.executemany(statement.sql, [statement.values(row) for row in rows])
+        self.insert(STAGED, rows, "INSERT OR IGNORE")
 
     def unstage(self, digests: Sequence[str]) -> None:
         marks = ", ".join("?" * len(digests))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from models import migrate
+from models import accept, migrate
 from models.accept import Accepted, Envelope, Pending, write_batch
 from models.db import create_sync_engine
 from models.inbound import InboundAttachment, InboundContact
@@ -122,7 +122,7 @@ def _batch(round_: int) -> list[Pending]:
     """Fresh contacts with documents and staged bytes, a duplicate within the batch and, in
     the second round, contacts the database already knows."""
     batch = []
-    for n in range(3):
+    for n in range(5):
         inbound = InboundContact(
             channel="email",
             natural_key=f"email:{n}@example.org",
@@ -167,7 +167,12 @@ def _tables(url: str) -> dict[str, list[tuple[object, ...]]]:
         engine.dispose()
 
 
-def test_sqlites_own_statements_write_the_rows_core_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("variables", [30_000, 64], ids=["one statement", "rows in slices"])
+def test_sqlites_own_statements_write_the_rows_core_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: int
+) -> None:
+    # 64 parameters: two contact rows a statement, so the ids of a batch span statements.
+    monkeypatch.setattr(accept, "_SQLITE_MAX_VARIABLES", variables)
     written = []
     for core in (True, False):
         url = f"sqlite+aiosqlite:///{tmp_path / f'core-{core}.sqlite3'}"
@@ -182,7 +187,7 @@ def test_sqlites_own_statements_write_the_rows_core_writes(tmp_path: Path) -> No
         written.append((first, second, _tables(url)))
     assert written[0] == written[1]
     first, second, tables = written[1]
-    assert [a.duplicate for a in first] == [False, False, False, True]
+    assert [a.duplicate for a in first] == [False] * 5 + [True]
     assert all(a.duplicate for a in second)
-    assert len(tables["contact"]) == 3 and len(tables["delivery"]) == 8
-    assert len(tables["staged_blob"]) == 5
+    assert len(tables["contact"]) == 5 and len(tables["delivery"]) == 12
+    assert len(tables["staged_blob"]) == 9
