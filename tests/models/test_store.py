@@ -18,7 +18,6 @@ from models import accept, migrate
 from models.accept import STAGE_MAX_BYTES
 from models.blobs import BlobStore, BlobStoreError
 from models.clock import utcnow
-from models.db import create_engine
 from models.inbound import InboundAttachment, InboundContact
 from models.jobs import CONTACT_JOB
 from models.store import Envelope, Store
@@ -162,14 +161,12 @@ class GatedBlobStore(BlobStore):
 
 
 @pytest.fixture
-async def gated(database_url: str, tmp_path: Path) -> AsyncIterator[Store]:
-    await asyncio.to_thread(migrate.upgrade, database_url)
-    store = Store(create_engine(database_url), GatedBlobStore(tmp_path / "gated-blobs"))
-    try:
-        yield store
-    finally:
-        cast(GatedBlobStore, store.blobs).gate.set()
-        await store.close()
+async def gated(store: Store, tmp_path: Path) -> AsyncIterator[Store]:
+    blobs = GatedBlobStore(tmp_path / "gated-blobs")
+    store.blobs = blobs
+    yield store
+    # Open before the store closes: closing writes what is still staged.
+    blobs.gate.set()
 
 
 async def staged_digests(store: Store) -> list[str]:
