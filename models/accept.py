@@ -13,7 +13,8 @@ form) are committed in that same transaction (``staged_blob``) instead of being 
 blob store first: a blob costs three fsyncs of its own (file, rename, folder), several times
 the database's one. Once the accept is answered, the writer writes those bytes to the blob
 store on a second thread, then deletes their rows (in a later transaction). Until then
-``staged_content`` finds them; after a crash, ``settle_staged`` writes what was left.
+``Store.raw_content`` finds them there; after a crash, ``Store.settle_staged`` writes
+what was left.
 """
 
 from __future__ import annotations
