@@ -201,6 +201,7 @@ class Service:
         )
         self._http: web.AppRunner | None = None
         self._smtp: asyncio.Server | None = None
+        self._leftovers: asyncio.Task[None] | None = None
 
     def _accepted(self) -> None:
         """A contact was stored: the workers take it up and the open inboxes show it."""
@@ -210,7 +211,9 @@ class Service:
     async def start(self, *, workers: bool = True) -> None:
         s = self.settings
         await asyncio.to_thread(migrate.upgrade, s.effective_database_url)
-        await self._settle_leftovers()
+        # Beside the service, not before it: after a flood there may be many, and the bytes
+        # are safe and readable where they are meanwhile.
+        self._leftovers = asyncio.create_task(self._settle_leftovers())
         routes = [route for adapter in self.channels.adapters for route in adapter.routes()]
         access = Access(
             self.store, s.templates_dir, secure_cookies=s.public_url.startswith("https://")
@@ -250,10 +253,17 @@ class Service:
             # folder takes writes again, and the periodic task tries these again.
             log.error("staged raw messages not written to the blob store: %s", exc)
             return
+        except Exception:
+            log.exception("staged raw messages not written to the blob store")
+            return
         if settled:
             log.info("wrote %d staged raw messages to the blob store", settled)
 
     async def stop(self) -> None:
+        if self._leftovers is not None and not self._leftovers.done():
+            self._leftovers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leftovers
         for adapter in self.channels.adapters:
             with contextlib.suppress(Exception):
                 await adapter.stop()

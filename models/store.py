@@ -131,15 +131,17 @@ class Store:
         row; the count. The accept writer does so for its own within moments: this is for
         what a stopped process left (at start-up, and periodically for fronts that died:
         ``older_than`` leaves the live writers' rows to them), and for whoever needs every
-        blob in the folder (an export). Raises ``BlobStoreError``
-        when the folder takes no writes; the rows then stay."""
+        blob in the folder (an export). Only rows staged before the call are taken, so a
+        flood going on meanwhile cannot keep it going. Raises ``BlobStoreError`` when the
+        folder takes no writes; the rows then stay."""
+        cutoff = utcnow() - (older_than or timedelta())
         total = 0
         while True:
             async with self.sessions() as session:
                 rows = (
                     await session.execute(
                         select(StagedBlob.sha256, StagedBlob.content)
-                        .where(StagedBlob.staged_at <= utcnow() - (older_than or timedelta()))
+                        .where(StagedBlob.staged_at <= cutoff)
                         .order_by(StagedBlob.sha256)
                         .limit(batch)
                     )

@@ -73,6 +73,18 @@ def _assert_each_reply_sent_once(relay: Relay, contact: dict[str, Any]) -> None:
     assert len(_acks(relay)) == 1
 
 
+async def _blob(guichet: GuichetProcess, digest: str, timeout: float = 20) -> Path:
+    """The blob file of ``digest``, once the service has written it (raw bytes committed
+    with their contact are copied to the blob store after the answer)."""
+    path = guichet.home / "blobs" / digest[:2] / digest[2:4] / digest
+    for _ in range(int(timeout * 10)):
+        if path.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert path.exists(), f"blob {digest} never written"
+    return path
+
+
 def _contact_id(reply: bytes) -> int:
     match = re.search(rb"contact (\d+)", reply)
     assert match, reply
@@ -111,13 +123,7 @@ async def test_email_with_pdf_reaches_its_dossier_and_is_acknowledged_once(
     assert (ack["status"], ack["channel"]) == ("sent", "email")
 
     # The raw message and the attachment are in the blob store under their sha256.
-    blob = (
-        guichet.home
-        / "blobs"
-        / contact["raw_sha256"][:2]
-        / contact["raw_sha256"][2:4]
-        / contact["raw_sha256"]
-    )
+    blob = await _blob(guichet, contact["raw_sha256"])
     assert b"Message-ID: <e2e-1@example.org>" in blob.read_bytes()
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == contact["raw_sha256"]
 
@@ -202,6 +208,10 @@ async def test_kill_right_after_250_then_restart_processes_and_acknowledges_once
     await relay.wait_for(1)
     await asyncio.sleep(2)
     _assert_each_reply_sent_once(relay, contact)
+    # Committed with the contact, its raw bytes reach the blob store whenever the kill came:
+    # from the killed process's writer, or from the restarted one at start-up.
+    blob = await _blob(guichet, contact["raw_sha256"])
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == contact["raw_sha256"]
 
 
 async def test_kill_while_the_relay_is_down_then_deliver_once(
