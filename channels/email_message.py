@@ -53,15 +53,15 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
 _MSG_ID_RE = re.compile(r"<([^<>]*)>")
 _COMMENT_RE = re.compile(r"\([^()]*\)")
-# One mailbox in plain ASCII, the form nearly every sender's From takes: "Name <addr>", a
-# quoted name, or the bare address. Read without the policy's header parser, which costs
-# most of an SMTP session's header reading; anything else (encoded words, comments, groups,
-# quoted local parts, folding) still goes through it. A property test holds both to one answer.
 # RFC 2047 6.2: the white space between two encoded words is not text. The policy's address
 # parser keeps it in a display name (a long accented name, folded by the sender's mail
 # program into several words, came out with spaces or line breaks inside it).
 _ENCODED_WORD = r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?="
 _BETWEEN_ENCODED_WORDS_RE = re.compile(rf"({_ENCODED_WORD})\s+(?={_ENCODED_WORD})")
+# One mailbox in plain ASCII, the form nearly every sender's From takes: "Name <addr>", a
+# quoted name, or the bare address. Read without the policy's header parser, which costs
+# most of an SMTP session's header reading; anything else (encoded words, comments, groups,
+# quoted local parts, folding) still goes through it. A property test holds both to one answer.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _SIMPLE_MAILBOX_RE = re.compile(

@@ -214,25 +214,25 @@ class _Insert:
     def __init__(self, table: Table, dialect: Dialect, verb: str = "INSERT") -> None:
         columns = [c for c in table.columns if c is not table.autoincrement_column]
         compiled = insert(table).values({c.key: bindparam(c.key) for c in columns})
-        sql = str(compiled.compile(dialect=dialect))
-        self.sql = sql.replace("INSERT", verb, 1)
-        head, values, group = self.sql.partition(" VALUES ")
+        sql = str(compiled.compile(dialect=dialect)).replace("INSERT", verb, 1)
+        head, values, group = sql.partition(" VALUES ")
         self._head, self._group = f"{head}{values}", group
         self.columns = [
             (c.key, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in columns
         ]
         self.defaults = {c.key: c.default for c in columns if c.default is not None}
 
-    def chunks(self, rows: list[dict[str, Any]]) -> Iterator[tuple[str, list[Any]]]:
+    def chunks(self, rows: list[dict[str, Any]]) -> Iterator[tuple[str, list[Any], int]]:
         """One statement of many rows (``VALUES (...), (...)``) per slice of ``rows``, with
-        its parameters: SQLite's driver lets other threads run at each step of a statement,
-        and the writer shares the interpreter with the busy event loop, so every step it
-        gives away can cost it a wait of up to the interpreter's switch interval."""
+        its parameters and its number of rows: SQLite's driver lets other threads run at
+        each step of a statement, and the writer shares the interpreter with the busy event
+        loop, so every step it gives away can cost it a wait of up to the interpreter's
+        switch interval."""
         per_statement = max(_SQLITE_MAX_VARIABLES // len(self.columns), 1)
         for start in range(0, len(rows), per_statement):
             part = rows[start : start + per_statement]
             parameters = [value for row in part for value in self.values(row)]
-            yield self._head + ", ".join([self._group] * len(part)), parameters
+            yield self._head + ", ".join([self._group] * len(part)), parameters, len(part)
 
     def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
         out: list[Any] = []
@@ -280,18 +280,17 @@ class _SqliteRows:
 
     def insert_returning_ids(self, table: Table, rows: list[dict[str, Any]]) -> list[int]:
         ids: list[int] = []
-        for sql, parameters in self._statement(table).chunks(rows):
+        for sql, parameters, count in self._statement(table).chunks(rows):
             self.cursor.execute(sql, parameters)
             # SQLite gives a new row one more than the table's largest id, one row after the
             # other, and the writer holds the write lock: the statement's rows have the ids
             # that end at the last one (a test holds this to what RETURNING says).
             last = int(self.cursor.lastrowid or 0)
-            count = len(parameters) // len(self._statement(table).columns)
             ids.extend(range(last - count + 1, last + 1))
         return ids
 
     def insert(self, table: Table, rows: list[dict[str, Any]], verb: str = "INSERT") -> None:
-        for sql, parameters in self._statement(table, verb).chunks(rows):
+        for sql, parameters, _ in self._statement(table, verb).chunks(rows):
             self.cursor.execute(sql, parameters)
 
     def stage(self, rows: list[dict[str, Any]]) -> None:

@@ -237,9 +237,7 @@ async def test_a_failed_blob_write_is_tried_again_and_the_bytes_stay_readable(
     assert await staged_digests(gated) == []
 
 
-async def test_an_unwritable_blob_folder_refuses_even_a_staged_message(
-    store: Store, tmp_path: Path
-) -> None:
+async def test_an_unwritable_blob_folder_refuses_even_a_staged_message(store: Store) -> None:
     unwritable(store.blobs.root)
     try:
         with pytest.raises(BlobStoreError):
