@@ -22,6 +22,7 @@ from typing import Any
 
 from tnefparse import TNEF
 
+from channels import mail_policy
 from models.inbound import InboundAttachment, InboundContact
 
 __all__ = ["automatic_reason", "parse_email", "synthetic_key"]
@@ -48,7 +49,7 @@ _FORWARD_TYPES = frozenset({"message/rfc822", "message/global"})
 # The built-in table only: /etc/mime.types differs between hosts and would change generated names.
 _MIME_TYPES = mimetypes.MimeTypes()
 # Keep the original folding when re-serialising a kept message: refolding could alter its bytes.
-_SERIALIZE_POLICY = email.policy.default.clone(refold_source="none")
+_SERIALIZE_POLICY = mail_policy.DEFAULT.clone(refold_source="none")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
 _MSG_ID_RE = re.compile(r"<([^<>]*)>")
@@ -320,7 +321,7 @@ def _fit_id(value: str | None, header: str, ctx: _Context) -> str | None:
 
 def _parse_bytes(raw: bytes, ctx: _Context, where: str) -> Message:
     try:
-        return BytesParser(policy=email.policy.default).parsebytes(raw)
+        return BytesParser(policy=mail_policy.DEFAULT).parsebytes(raw)
     except Exception as exc:
         failure = _describe(exc)
     try:
@@ -732,7 +733,7 @@ def _fix_surrogates(text: str) -> tuple[str, str | None]:
 
 def _structured(name: str, text: str, report: _Report | None) -> Any:
     """The policy.default header object for ``text``, or None when the policy chokes on it."""
-    factory: Callable[[str, str], Any] = email.policy.default.header_factory
+    factory: Callable[[str, str], Any] = mail_policy.DEFAULT.header_factory
     try:
         header = factory(name, text)
         str(header)

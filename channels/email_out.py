@@ -14,6 +14,7 @@ from typing import Any
 
 import aiosmtplib
 
+from channels import mail_policy
 from channels.base import DeliveryError
 from models.blobs import BlobStore
 from models.clock import utcnow
@@ -51,7 +52,7 @@ def build_email(
     from_address: str,
     attachments: Sequence[Attachment] = (),
 ) -> EmailMessage:
-    email = EmailMessage()
+    email = EmailMessage(policy=mail_policy.DEFAULT)
     local, _, domain = from_address.partition("@")
     email["From"] = Address(from_name, local, domain)
     email["To"] = message.recipient
