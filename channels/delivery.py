@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.base import DeliveryError, Sender
@@ -23,6 +23,12 @@ FINAL = frozenset({"sent", "failed", "uncertain", "cancelled", "rejected"})
 #: not leave any more (it is then ``cancelled``), or None. The composition root supplies them, so
 #: that channels never import the responders that know what a reply depends on.
 PreSendCheck = Callable[[AsyncSession, OutboundMessage], Awaitable[str | None]]
+
+
+# Built once: every reply runs it, and building it cost more than running it.
+_FOR_SENDING = (
+    select(OutboundMessage).where(OutboundMessage.id == bindparam("message_id")).with_for_update()
+)
 
 
 class OutboxDelivery:
@@ -50,11 +56,7 @@ class OutboxDelivery:
 
     async def run(self, job: ClaimedJob) -> None:
         async with self.store.sessions() as session, session.begin():
-            message = await session.scalar(
-                select(OutboundMessage)
-                .where(OutboundMessage.id == job.subject_id)
-                .with_for_update()
-            )
+            message = await session.scalar(_FOR_SENDING, {"message_id": job.subject_id})
             # A held reply waits for a gestionnaire; its approval enqueues a new job.
             if message is None or message.status in FINAL or message.status == "held":
                 return

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -36,6 +36,8 @@ from responders.render import TemplateRenderer
 log = logging.getLogger(__name__)
 
 DONE = "done"
+#: A contact's status while the pipeline works on it.
+PROCESSING = "processing"
 
 
 #: Raw bytes and the envelope sender in, the normalised contact out; never raises.
@@ -68,44 +70,49 @@ class IntakeContext:
         return self.rules.claim_types
 
 
-Step = Callable[[IntakeContext, int], Awaitable[None]]
+#: A step returns the step it recorded as next when that is not simply the following one
+#: (a text email's unpacking finds nothing to extract and records ``classify``), else None.
+Step = Callable[[IntakeContext, int], Awaitable[str | None]]
+
+
+# The pipeline's statements are built once: building one cost more than running it.
+_CONTACT_FOR_UPDATE = (
+    select(Contact)
+    .where(Contact.id == bindparam("contact_id"))
+    .options(selectinload(Contact.documents), selectinload(Contact.dossier))
+    .with_for_update()
+)
 
 
 async def _load_contact(session: AsyncSession, contact_id: int) -> Contact:
-    contact = await session.scalar(
-        select(Contact)
-        .where(Contact.id == contact_id)
-        .options(selectinload(Contact.documents), selectinload(Contact.dossier))
-        .with_for_update()
-    )
+    contact = await session.scalar(_CONTACT_FOR_UPDATE, {"contact_id": contact_id})
     if contact is None:
         raise LookupError(f"contact {contact_id} does not exist")
     return contact
 
 
-async def unpack(ctx: IntakeContext, contact_id: int) -> None:
+# What unpacking reads, built once (a statement costs more to build than to run): the
+# channel, the raw digest, MAIL FROM of the first delivery (the parser's fallback sender and
+# RFC 3834 check) and, while small raw messages are still staged in the database
+# (models.accept), their bytes, so that they cost no second look.
+_RAW_CONTACT = select(
+    Contact.channel,
+    Contact.raw_sha256,
+    select(Delivery.envelope_sender)
+    .where(Delivery.contact_id == Contact.id)
+    .order_by(Delivery.id)
+    .limit(1)
+    .scalar_subquery(),
+    select(StagedBlob.content).where(StagedBlob.sha256 == Contact.raw_sha256).scalar_subquery(),
+).where(Contact.id == bindparam("contact_id"))
+
+
+async def unpack(ctx: IntakeContext, contact_id: int) -> str | None:
     """Unpack a contact its transport stored raw (an email whose SMTP session read only the
     headers): body, attachments and the other headers, from the very bytes acknowledged."""
-    # MAIL FROM of the first delivery: the parser's fallback sender and RFC 3834 check.
-    envelope_sender = (
-        select(Delivery.envelope_sender)
-        .where(Delivery.contact_id == contact_id)
-        .order_by(Delivery.id)
-        .limit(1)
-        .scalar_subquery()
-    )
-    # Small raw messages are still staged in the database (models.accept): read in the same
-    # query, they cost no second look.
-    staged = (
-        select(StagedBlob.content).where(StagedBlob.sha256 == Contact.raw_sha256).scalar_subquery()
-    )
     async with ctx.store.sessions() as session:
         channel, raw_digest, envelope_sender, raw = (
-            await session.execute(
-                select(Contact.channel, Contact.raw_sha256, envelope_sender, staged).where(
-                    Contact.id == contact_id
-                )
-            )
+            await session.execute(_RAW_CONTACT, {"contact_id": contact_id})
         ).one()
     unpacker = ctx.unpackers.get(channel)
     if unpacker is None or raw_digest is None:
@@ -117,7 +124,7 @@ async def unpack(ctx: IntakeContext, contact_id: int) -> None:
     async with ctx.store.sessions() as session, session.begin():
         contact = await session.get_one(Contact, contact_id, with_for_update=True)
         if contact.step != UNPACK_STEP:
-            return
+            return contact.step
         # The identity (natural key, sender) stays as accepted: the same bytes give the same.
         contact.sender = contact.sender or inbound.sender
         contact.sender_name = contact.sender_name or inbound.sender_name
@@ -135,6 +142,12 @@ async def unpack(ctx: IntakeContext, contact_id: int) -> None:
             document.contact_id = contact_id
             session.add(document)
         contact.step = following(UNPACK_STEP)
+        if not inbound.attachments:
+            # Nothing to read: what ``extract`` would do for a text message is done here, in
+            # this transaction, instead of in one more of its own.
+            contact.status = PROCESSING
+            contact.step = following(contact.step)
+        return contact.step
 
 
 async def extract(ctx: IntakeContext, contact_id: int) -> None:
@@ -143,7 +156,7 @@ async def extract(ctx: IntakeContext, contact_id: int) -> None:
     message) as new pending documents, so a crash resumes with whatever is still pending."""
     async with ctx.store.sessions() as session, session.begin():
         await session.execute(
-            update(Contact).where(Contact.id == contact_id).values(status="processing")
+            update(Contact).where(Contact.id == contact_id).values(status=PROCESSING)
         )
         pending = await _pending_documents(session, contact_id)
         if not pending:
@@ -277,20 +290,17 @@ def _put_blobs(store: Store, children: tuple[ChildFile, ...]) -> list[str]:
     return [store.blobs.put(child.content) for child in children]
 
 
+_MATCH_FACTS = select(
+    Contact.intent, Contact.dossier_id, Contact.subject, Contact.text, Contact.entities
+).where(Contact.id == bindparam("contact_id"))
+
+
 async def match(ctx: IntakeContext, contact_id: int) -> None:
     """Attach the contact to its dossier, open one after the fact, or send it to review; the
     rules live in ``intake.dossiers``."""
     async with ctx.store.sessions() as session:
         intent, dossier_id, subject, text, entities = (
-            await session.execute(
-                select(
-                    Contact.intent,
-                    Contact.dossier_id,
-                    Contact.subject,
-                    Contact.text,
-                    Contact.entities,
-                ).where(Contact.id == contact_id)
-            )
+            await session.execute(_MATCH_FACTS, {"contact_id": contact_id})
         ).one()
     reads_event = intent in OPENING_INTENTS and dossier_id is None
     # spaCy may read the message for the event's place: CPU-bound, so off the event loop and
@@ -349,7 +359,7 @@ async def respond(ctx: IntakeContext, contact_id: int) -> None:
             audit(session, "responder", "reply.skipped", "contact", contact.id, note=skip)
         if isinstance(route, ReplyRoute):
             await _queue_plans(ctx, session, plans, route, contact, dossier)
-        if contact.status == "processing":
+        if contact.status == PROCESSING:
             contact.status = "processed"
         contact.step = following("respond")
 
@@ -384,18 +394,21 @@ async def _queue_plans(
         )
 
 
+_REPLY_HISTORY = (
+    select(OutboundMessage.idempotency_key, OutboundMessage.status, OutboundMessage.headers)
+    .where(
+        OutboundMessage.dossier_id == bindparam("dossier_id"),
+        OutboundMessage.purpose.in_((decide.MISSING_DOCUMENTS, decide.COMPLETION)),
+    )
+    .order_by(OutboundMessage.id)
+)
+
+
 async def _reply_history(
     session: AsyncSession, dossier_id: int
 ) -> tuple[decide.RequestFacts | None, frozenset[int]]:
     """The dossier's latest missing-documents request and the rounds already completed."""
-    rows = await session.execute(
-        select(OutboundMessage.idempotency_key, OutboundMessage.status, OutboundMessage.headers)
-        .where(
-            OutboundMessage.dossier_id == dossier_id,
-            OutboundMessage.purpose.in_((decide.MISSING_DOCUMENTS, decide.COMPLETION)),
-        )
-        .order_by(OutboundMessage.id)
-    )
+    rows = await session.execute(_REPLY_HISTORY, {"dossier_id": dossier_id})
     last: decide.RequestFacts | None = None
     completed: set[int] = set()
     for key, status, headers in rows:
@@ -460,6 +473,11 @@ def following(step: str) -> str:
     return names[position] if position < len(names) else DONE
 
 
+_STEP_AND_CHANNEL = select(Contact.step, Contact.channel).where(
+    Contact.id == bindparam("contact_id")
+)
+
+
 class ContactPipeline:
     """Job handler that walks a contact through ``STEPS`` from wherever it stopped."""
 
@@ -471,9 +489,7 @@ class ContactPipeline:
     async def run(self, job: ClaimedJob) -> None:
         async with self.ctx.store.sessions() as session:
             row = (
-                await session.execute(
-                    select(Contact.step, Contact.channel).where(Contact.id == job.subject_id)
-                )
+                await session.execute(_STEP_AND_CHANNEL, {"contact_id": job.subject_id})
             ).one_or_none()
         if row is None:
             return
@@ -489,10 +505,11 @@ class ContactPipeline:
             if step in LOCKED_STEPS and self.ctx.dossier_locks and await self._hand_off(job):
                 return
             log.debug("contact %s: %s", job.subject_id, step)
-            await STEPS[step](self.ctx, job.subject_id)
-            # Every step commits the next one in the transaction that ends it (``following``),
-            # so the store need not be asked again: a query less per step of every contact.
-            step = following(step)
+            recorded = await STEPS[step](self.ctx, job.subject_id)
+            # Every step commits the next one in the transaction that ends it (``following``,
+            # or the one it returns), so the store need not be asked again: a query less per
+            # step of every contact.
+            step = recorded or following(step)
         raise RuntimeError(f"contact {job.subject_id} did not finish its steps")
 
     async def _hand_off(self, job: ClaimedJob) -> bool:

@@ -162,7 +162,7 @@ class JobRunner:
             # Stopping with a job done but not yet marked: mark it now. Were this lost too
             # (the process killed), the job would run again, which every handler allows.
             async with self.store.sessions() as session, session.begin():
-                await _complete(session, finished)
+                await jobs.complete(session, *finished)
 
     async def _tick(self, task: Periodic) -> None:
         schedule = croniter(task.cron, datetime.now(UTC))
@@ -182,7 +182,7 @@ class JobRunner:
         """Claim a job and run it. The jobs this worker finished before are marked done in the
         claim's transaction: one transaction less per job, on every contact and reply."""
         async with self.store.sessions() as session, session.begin():
-            await _complete(session, finished)
+            await jobs.complete(session, *finished)
             job = await jobs.claim(session, worker, tuple(self.handlers), self.lease)
         finished.clear()
         if job is None:
@@ -193,11 +193,6 @@ class JobRunner:
         if outcome is SUCCEEDED:
             finished.append(job.id)
         return True
-
-
-async def _complete(session: AsyncSession, job_ids: list[int]) -> None:
-    for job_id in job_ids:
-        await jobs.complete(session, job_id)
 
 
 async def release_handlers(handlers: Mapping[str, JobHandler]) -> None:

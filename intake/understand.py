@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, replace
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import selectinload
 
 from classifiers.qualify import Qualification, Qualifier
@@ -50,15 +50,18 @@ def _qualify(
     return message, understanding.qualifier.documents(texts)
 
 
+# Built once: a statement cost more to build than to run, at every contact.
+_CONTACT = select(Contact).where(Contact.id == bindparam("contact_id"))
+_WITH_DOCUMENTS = _CONTACT.options(selectinload(Contact.documents))
+
+
 async def classify(
     store: Store, understanding: Understanding, contact_id: int, next_step: str
 ) -> None:
     """Qualify the contact and its documents; doubts become a review reason, never a guess
     acted upon."""
     async with store.sessions() as session:
-        contact = await session.scalar(
-            select(Contact).where(Contact.id == contact_id).options(selectinload(Contact.documents))
-        )
+        contact = await session.scalar(_WITH_DOCUMENTS, {"contact_id": contact_id})
         if contact is None:
             raise LookupError(f"contact {contact_id} does not exist")
         documents = [(d.id, d.text) for d in contact.documents]
@@ -77,12 +80,10 @@ async def classify(
             f" (threshold {understanding.intent_threshold:.2f})"
         )
     async with store.sessions() as session, session.begin():
-        found = select(Contact).where(Contact.id == contact_id)
-        if documents:
-            found = found.options(selectinload(Contact.documents))
-        contact = await session.scalar(found)
-        assert contact is not None
         # A text message has no documents: no query for them.
+        found = _WITH_DOCUMENTS if documents else _CONTACT
+        contact = await session.scalar(found, {"contact_id": contact_id})
+        assert contact is not None
         by_id = {d.id: d for d in contact.documents} if documents else {}
         contact.language = message.language
         contact.intent = message.label

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import jobs
@@ -31,20 +31,29 @@ def _state(message: OutboundMessage) -> dict[str, str | None]:
     return {"status": message.status, "reason": message.status_reason}
 
 
+# Both built once: a statement costs more to build than to run, and every reply runs them.
+_WHEN = OutboundMessage.__table__.c.created_at.type
+_AUTOMATIC_SINCE = (
+    select(func.count())
+    .select_from(OutboundMessage)
+    .where(
+        OutboundMessage.recipient == bindparam("recipient"),
+        OutboundMessage.status.in_(_OUTGOING),
+        OutboundMessage.decided_by.is_(None),
+        OutboundMessage.created_at >= bindparam("since", type_=_WHEN),
+        or_(
+            OutboundMessage.send_after.is_(None),
+            OutboundMessage.send_after <= bindparam("now", type_=_WHEN),
+        ),
+    )
+)
+_BY_KEY = select(OutboundMessage.id).where(OutboundMessage.idempotency_key == bindparam("key"))
+
+
 async def automatic_in_last_hour(session: AsyncSession, recipient: str, now: datetime) -> int:
     """Automatic replies to ``recipient`` that left or may leave within the past hour."""
-    count = await session.scalar(
-        select(func.count())
-        .select_from(OutboundMessage)
-        .where(
-            OutboundMessage.recipient == recipient,
-            OutboundMessage.status.in_(_OUTGOING),
-            OutboundMessage.decided_by.is_(None),
-            OutboundMessage.created_at >= now - timedelta(hours=1),
-            or_(OutboundMessage.send_after.is_(None), OutboundMessage.send_after <= now),
-        )
-    )
-    return int(count or 0)
+    parameters = {"recipient": recipient, "since": now - timedelta(hours=1), "now": now}
+    return int(await session.scalar(_AUTOMATIC_SINCE, parameters) or 0)
 
 
 async def queue_reply(
@@ -61,9 +70,7 @@ async def queue_reply(
     recipient within an hour it is held too, which stops any loop between two robots. Runs in
     the caller's transaction; the unique key is the final guard should two replays race.
     """
-    existing = await session.scalar(
-        select(OutboundMessage.id).where(OutboundMessage.idempotency_key == message.idempotency_key)
-    )
+    existing = await session.scalar(_BY_KEY, {"key": message.idempotency_key})
     if existing is not None:
         return None
     now = utcnow()

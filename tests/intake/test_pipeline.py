@@ -16,7 +16,7 @@ from channels.email_message import parse_email
 from channels.email_smtp import ingest_email
 from guichet.service import build_runner
 from guichet.settings import PROJECT_ROOT, load_settings
-from intake.pipeline import ContactPipeline
+from intake.pipeline import ContactPipeline, unpack
 from intake.reading import OcrPool
 from intake.runner import JobRunner
 from models.inbound import InboundAttachment, InboundContact
@@ -585,3 +585,44 @@ async def test_a_raw_contact_no_unpacker_knows_is_parked_with_the_reason(
         contact = await session.get_one(Contact, accepted.contact_id)
     assert contact.status == "failed"
     assert "nothing unpacks raw sms contacts" in str(contact.status_reason)
+
+
+@pytest.mark.parametrize(
+    ("attached", "after_unpacking"),
+    [(False, ("classify", "processing")), (True, ("extract", "received"))],
+)
+async def test_unpacking_a_text_mail_does_the_extract_step_too(
+    demo_store: Store, ocr: OcrPool, relay: Relay, attached: bool, after_unpacking: tuple[str, str]
+) -> None:
+    """A mail with nothing to read goes from unpacking straight to classification (the extract
+    step would only have marked it processing, in a transaction of its own); one with a file
+    goes to extract. Either way the rest of intake follows to the acknowledgement."""
+    mail = EmailMessage()
+    mail["From"] = "Jean Dupont <jean.dupont@example.org>"
+    mail["To"] = "sinistres@guichet.localhost"
+    mail["Subject"] = "Dossier AS-2026-000001"
+    mail["Message-ID"] = f"<raw-text-{attached}@example.org>"
+    mail.set_content("Bonjour,\nje vous envoie la facture du taxi.\n")
+    if attached:
+        pdf = (DOCS / "quote-text-layer.pdf").read_bytes()
+        mail.add_attachment(pdf, maintype="application", subtype="pdf", filename="facture.pdf")
+    accepted, _ = await ingest_email(
+        demo_store, mail.as_bytes(), Envelope(sender="jean.dupont@example.org")
+    )
+    runner = _runner(demo_store, ocr, relay)
+    handler = runner.handlers[CONTACT_JOB]
+    assert isinstance(handler, ContactPipeline)
+
+    recorded = await unpack(handler.ctx, accepted.contact_id)
+    async with demo_store.sessions() as session:
+        contact = await session.get_one(Contact, accepted.contact_id)
+    assert (contact.step, contact.status) == after_unpacking
+    assert recorded == contact.step
+    # Run again (a replayed job): nothing changes, the step says where the contact is.
+    assert await unpack(handler.ctx, accepted.contact_id) == contact.step
+
+    await runner.run_pending()
+    async with demo_store.sessions() as session:
+        contact = await session.get_one(Contact, accepted.contact_id)
+    assert contact.step == "done" and contact.status in ("processed", "needs_review")
+    assert len(_acks(relay)) == 1
