@@ -64,7 +64,6 @@ def build_email(
         value = message.headers.get(name)
         if value:
             email[name] = value
-    email["Content-Language"] = message.language
     email.set_content(message.body_text)
     if message.body_html:
         email.add_alternative(message.body_html, subtype="html")
@@ -76,6 +75,9 @@ def build_email(
             subtype=subtype or "octet-stream",
             filename=attachment.filename,
         )
+    # Last: setting the content clears every Content-* header, and making the message
+    # multipart moves them into its first part. Here it speaks for the whole message.
+    email["Content-Language"] = message.language
     return email
 
 

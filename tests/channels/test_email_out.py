@@ -60,6 +60,19 @@ async def test_html_alternative_and_pdf_attachment_reach_the_relay(
     assert content == pdf and content.startswith(b"%PDF-")
     # Our bookkeeping headers never leave.
     assert email[ATTACHMENTS_HEADER] is None
+    # The reply's language is said for the whole message (setting the content clears every
+    # Content-* header, so it once never left).
+    assert email["Content-Language"] == "fr"
+
+
+@pytest.mark.parametrize("html", [None, "<p>Bonjour</p>"])
+async def test_the_reply_says_its_language(relay: Relay, html: str | None) -> None:
+    sender = SmtpRelaySender(relay.host, relay.port, "Guichet", "sinistres@guichet.localhost")
+    message = _message()
+    message.language, message.body_html = "en", html
+    await sender.send(message)
+    [(_, email)] = relay.received
+    assert email["Content-Language"] == "en"
 
 
 async def test_attestation_pdf_is_reproducible() -> None:
