@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Sequence
@@ -243,6 +244,7 @@ class Service:
             await self.runner.start()
         for adapter in self.channels.adapters:
             await adapter.start()
+        freeze_what_is_loaded()
 
     async def _settle_leftovers(self) -> None:
         """Raw bytes the last run committed but had not written to the blob store yet."""
@@ -278,6 +280,18 @@ class Service:
         await self.store.close()
 
 
+def freeze_what_is_loaded() -> None:
+    """Take what start-up loaded out of the garbage collector's sight, for good.
+
+    The models, spaCy's vocabulary, the templates and SQLAlchemy's mappers live as long as the
+    process, yet a full collection walked all of them: about 240 000 objects with the models,
+    150 ms on a slow machine, during which no SMTP session, webhook or job moves. Frozen, they
+    are never walked again; what requests and jobs create is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _stop_on_signals() -> asyncio.Event:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -306,6 +320,7 @@ async def work(settings: Settings) -> None:
         await asyncio.to_thread(migrate.upgrade, settings.effective_database_url)
         await asyncio.to_thread(understanding.qualifier.warm_up)
         await pool.start()
+        freeze_what_is_loaded()
         print(f"Guichet worker is running: {pool.worker_id}", flush=True)
         await stopping.wait()
         log.info("stopping")
