@@ -339,6 +339,7 @@ async def serve_bare_smtp(port: int) -> None:
 async def serve_guichet_smtp(port: int, home: Path) -> None:
     """Guichet's own SMTP intake on a SQLite store in ``home``, with no workers behind it."""
     from channels.email_smtp import SmtpIntake, smtp_factory
+    from guichet.service import freeze_what_is_loaded
     from guichet.settings import load_settings
     from models import migrate
     from models.store import Store
@@ -353,6 +354,8 @@ async def serve_guichet_smtp(port: int, home: Path) -> None:
         intake = SmtpIntake(store, settings.mail_domains)
         factory = smtp_factory(intake, settings.reply_domain, settings.smtp_max_message_bytes)
         server = await loop.create_server(factory, "127.0.0.1", port)
+        # As ``guichet serve`` does once started.
+        freeze_what_is_loaded()
 
         async def stop() -> None:
             server.close()
