@@ -12,7 +12,7 @@ from models.clock import utcnow
 from models.jobs import DELIVER_JOB
 from models.store import audit
 from models.tables import Dossier, OutboundMessage
-from responders.decide import why_cancel
+from responders.decide import MISSING_HEADER, why_cancel
 
 CAP_REACHED = "per-recipient cap reached"
 #: Statuses that count towards the per-recipient cap: on their way or gone.
@@ -47,6 +47,7 @@ _AUTOMATIC_SINCE = (
         ),
     )
 )
+_MISSING = select(Dossier.missing).where(Dossier.id == bindparam("dossier_id"))
 _BY_KEY = select(OutboundMessage.id).where(OutboundMessage.idempotency_key == bindparam("key"))
 
 
@@ -151,10 +152,12 @@ async def missing_list_check(session: AsyncSession, message: OutboundMessage) ->
     dossier no longer misses what it asks for must not leave (returns why)."""
     if message.dossier_id is None:
         return None
-    missing = await session.scalar(select(Dossier.missing).where(Dossier.id == message.dossier_id))
-    reason = why_cancel(message.headers, list(missing or []))
-    if reason is not None:
-        return reason
+    if message.headers.get(MISSING_HEADER):
+        # Only a request says what it asked for; an acknowledgement needs no look-up here.
+        missing = await session.scalar(_MISSING, {"dossier_id": message.dossier_id})
+        reason = why_cancel(message.headers, list(missing or []))
+        if reason is not None:
+            return reason
     request_key, marker, _ = message.idempotency_key.partition(":reminder:")
     if marker:
         # A reminder of a request that never reached the person (held by the hourly cap and
