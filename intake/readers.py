@@ -6,6 +6,8 @@ import io
 import os
 import re
 import tempfile
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +66,27 @@ class PdfTextLayer:
     pages: tuple[str, ...]  # text of the first pages, up to the cap
 
 
-def init_worker() -> None:
+#: How often a reader process checks that the process that started it still lives.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def init_worker(parent: int | None = None) -> None:
+    """Set up a reader process of ``OcrPool``, started by process ``parent``."""
     os.environ["OMP_THREAD_LIMIT"] = "1"
     warnings.simplefilter("error", Image.DecompressionBombWarning)
+    if parent is not None:
+        threading.Thread(
+            target=_exit_when_orphaned, args=(parent,), name="guichet-parent", daemon=True
+        ).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """A killed service (SIGKILL, the OOM killer) cannot stop its reader processes, and they
+    never see their queue close, since each holds both of its ends: they waited forever, with
+    their hundred megabytes each. So each one ends itself once its parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def pdf_text_layer(content: bytes, max_pages: int) -> PdfTextLayer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -106,6 +107,7 @@ class OcrPool:
             max_workers=self._processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=readers.init_worker,
+            initargs=(os.getpid(),),
         )
 
     async def run(self, func: Callable[..., T], *args: object) -> T:

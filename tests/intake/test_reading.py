@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -362,3 +367,51 @@ async def test_skewed_scan_is_levelled(pool: OcrPool, degrees: int) -> None:
     reading = await read_document(buffer.getvalue(), "releve.jpg", "image/jpeg", pool, LIMITS)
     assert reading.status == "ok"
     assert "58,88" in reading.text
+
+
+# A service's process: one reader started and known, then waiting to be killed.
+_SERVICE = """
+import asyncio, os, sys
+from intake.reading import OcrPool
+
+async def main():
+    pool = OcrPool(1)
+    print(await pool.run(os.getpid), flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive, and not a zombie waiting for a reaper (the orphan's reaper is the init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_reader_processes_end_when_their_service_is_killed() -> None:
+    """SIGKILL (or the OOM killer) gives the pool no chance to stop its readers: they end
+    themselves instead of waiting forever with their memory."""
+    service = subprocess.Popen(
+        [sys.executable, "-c", _SERVICE],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert service.stdout is not None
+        reader = int(service.stdout.readline())
+        assert reader != service.pid and _running(reader)
+    finally:
+        service.send_signal(signal.SIGKILL)
+        service.wait(timeout=30)
+        if service.stdout is not None:
+            service.stdout.close()
+    deadline = time.monotonic() + 15
+    while _running(reader) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _running(reader):
+        os.kill(reader, signal.SIGKILL)
+        raise AssertionError(f"reader {reader} outlived its killed service")
