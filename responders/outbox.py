@@ -31,7 +31,7 @@ def _state(message: OutboundMessage) -> dict[str, str | None]:
     return {"status": message.status, "reason": message.status_reason}
 
 
-# Both built once: a statement costs more to build than to run, and every reply runs them.
+# Built once: a statement costs more to build than to run, and every reply runs these.
 _WHEN = OutboundMessage.__table__.c.created_at.type
 _AUTOMATIC_SINCE = (
     select(func.count())
