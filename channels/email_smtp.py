@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.exc import SQLAlchemyError
@@ -104,11 +104,106 @@ class SmtpIntake:
         return f"250 2.0.0 OK: queued as contact {accepted.contact_id}"
 
 
-def smtp_factory(handler: SmtpIntake, hostname: str, max_message_bytes: int) -> Callable[[], SMTP]:
+# A lone dot ends DATA. Searching for the dot and its line end, then checking that a line end
+# comes before it, also finds the lone dot of the very first line.
+_DOT_LINE = b".\r\n"
+
+
+class IntakeSMTP(SMTP):
+    """aiosmtpd's SMTP session with the message content read in blocks, as bytes.
+
+    Stock aiosmtpd reads DATA one line at a time, a coroutine step per line: a 20 KB message
+    with a photo is about 300 of them, close to half of the intake's time at load. Here the
+    stream is cut only at the candidates for the final dot (``.`` before a line end), and the
+    rules stay aiosmtpd's: ``552`` past ``data_size_limit``, ``500`` for a line longer than
+    ``line_length_limit``, both answered once the data is over; dot-stuffing undone; nothing
+    read past the final dot, so commands a client pipelines after it are left for the session.
+    """
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content, refusal = await self._read_content()
+        except asyncio.CancelledError:
+            # The client went away during DATA (aiosmtpd cancels the session on EOF).
+            log.info("connection lost during DATA")
+            self._writer.close()
+            raise
+        if refusal is not None:
+            await self.push(refusal)
+            self._next_envelope()
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._next_envelope()
+        await self.push("250 OK" if status is MISSING else status)
+
+    def _next_envelope(self) -> None:
+        # aiosmtpd's own reset after DATA (untyped there), so a subclass of it keeps working.
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+
+    async def _read_content(self) -> tuple[bytes, str | None]:
+        """The message up to the lone dot, unstuffed, or the refusal to answer once it ends."""
+        reader, limit = self._reader, self.data_size_limit
+        parts: list[bytes] = []
+        size = 0
+        # The DATA command's own line end: the message's first line starts a line.
+        tail = b"\r\n"
+        too_much = False
+        while True:
+            try:
+                block = await reader.readuntil(_DOT_LINE)
+                candidate = True
+            except asyncio.LimitOverrunError as exc:
+                # No candidate within the reader's limit: take what can safely be taken.
+                block = await reader.readexactly(exc.consumed)
+                candidate = False
+            if candidate:
+                before = tail + block[:-3] if len(block) < 5 else block[-5:-3]
+                if before.endswith(b"\r\n"):
+                    body = block[:-3]
+                    size += len(body)
+                    if not too_much:
+                        parts.append(body)
+                    break
+            size += len(block)
+            tail = (tail + block)[-2:]
+            if too_much:
+                continue
+            if limit and size > limit:
+                # Keep reading to the end, as RFC 5321 4.2.5 implies, but keep nothing.
+                too_much = True
+                parts.clear()
+            else:
+                parts.append(block)
+        if too_much or (limit and size > limit):
+            return b"", "552 Error: Too much mail data"
+        content = b"".join(parts)
+        lines = content.split(b"\r\n")
+        # Each line counted with its line end, as aiosmtpd counts them.
+        if max(map(len, lines)) + 2 > self.line_length_limit:
+            return b"", "500 Line too long (see RFC5321 4.5.3.1.6)"
+        if content.startswith(b"."):
+            content = content[1:]
+        return content.replace(b"\r\n.", b"\r\n"), None
+
+
+def smtp_factory(
+    handler: SmtpIntake, hostname: str, max_message_bytes: int
+) -> Callable[[], IntakeSMTP]:
     """A protocol factory for ``loop.create_server``: SMTP runs in the service's own loop."""
 
-    def factory() -> SMTP:
-        return SMTP(
+    def factory() -> IntakeSMTP:
+        return IntakeSMTP(
             handler,
             data_size_limit=max_message_bytes,
             hostname=hostname,
