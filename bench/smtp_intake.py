@@ -7,10 +7,11 @@ Both servers run in their own processes with the same aiosmtpd settings: Guichet
 ``SmtpIntake`` on a SQLite store in a temporary home (blobs fsync'd, rows committed with
 ``synchronous=FULL``, then ``250``; no workers, so only intake is measured), in Guichet's own
 session class (``IntakeSMTP``, which reads DATA in blocks rather than a line at a time), and
-stock aiosmtpd with a bare handler that answers ``250`` and keeps nothing. The same client (smtplib, one thread per connection,
-connections reused for 50 messages as an MTA does) sends the same ~20 KB messages (text and
-HTML alternatives and a photo attached, each unique) to both, alternately, with 1 and with 16
-connections at once. Prints the median messages/s over the rounds and the ratio (target: >= 0.6).
+stock aiosmtpd with a bare handler that answers ``250`` and keeps nothing. The same client
+(smtplib, one thread per connection, connections reused for 50 messages as an MTA does) sends
+the same ~20 KB messages (text and HTML alternatives and a photo attached, each unique) to
+both, alternately, with 1 and with 16 connections at once. Prints the median messages/s over
+the rounds and the ratio (target: >= 0.6).
 """
 
 from __future__ import annotations

@@ -199,6 +199,10 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+BARE, FRONT, ALL = "bare aiohttp", "guichet --no-workers", "guichet (workers on)"
+SIDES = (BARE, FRONT, ALL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -207,7 +211,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warm-up", type=float, default=1.0, help="seconds at the rate first")
-    add_profile_arguments(parser, "the front-only service in the last round, highest rate")
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        choices=SIDES,
+        default=list(SIDES),
+        help="what to measure (default: all three)",
+    )
+    add_profile_arguments(
+        parser, "the last Guichet side measured (the front alone by default), highest rate"
+    )
     # The generator's own command line (the script runs itself as the load generator).
     parser.add_argument("--generate", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--signed-url", help=argparse.SUPPRESS)
@@ -233,7 +246,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     account_sid = "AC" + secrets.token_hex(16)
     token = secrets.token_hex(16)
-    sides = ["bare aiohttp", "guichet --no-workers", "guichet (workers on)"]
+    sides = [side for side in SIDES if side in args.sides]
+    profiled = [side for side in sides if side != BARE][-1:]
     figures: dict[tuple[str, float], list[dict[str, float]]] = {}
     sequence = 0
 
@@ -255,12 +269,15 @@ def main() -> None:
     ):
         for r in range(args.rounds):
             for rate in args.rate:
-                measure(sides[0], rate, f"http://127.0.0.1:{anchor_port}{PATH}")
+                if BARE in sides:
+                    measure(BARE, rate, f"http://127.0.0.1:{anchor_port}{PATH}")
                 for side, home, serve_args in (
-                    (sides[1], Path(tmp) / "front", ["--no-workers"]),
+                    (FRONT, Path(tmp) / "front", ["--no-workers"]),
                     # A fresh home each time: the backlog of the last run is not inherited.
-                    (sides[2], Path(tmp) / f"all-{r}-{rate:.0f}", []),
+                    (ALL, Path(tmp) / f"all-{r}-{rate:.0f}", []),
                 ):
+                    if side not in sides:
+                        continue
                     service = GuichetServe(home, relay)
                     public = f"http://127.0.0.1:{service.http_port}"
                     service.env.update(
@@ -275,7 +292,7 @@ def main() -> None:
                         if not serve_args:
                             prime(service, public + PATH, token, account_sid)
                         last = r == args.rounds - 1 and rate == max(args.rate)
-                        out = args.profile if last and serve_args else None
+                        out = args.profile if last and side in profiled else None
                         with sampled(service.pid, out, args.py_spy):
                             measure(side, rate, public + PATH)
                     finally:
@@ -296,7 +313,7 @@ def main() -> None:
     print("target: p99 <= 20 ms at 200 requests/s")
     print(load_note(load))
     if args.profile:
-        print(f"\nwhere the front-only service spends its time ({args.profile}):")
+        print(f"\nwhere {profiled[0]} spends its time ({args.profile}):")
         print(profile_summary(args.profile))
 
 
