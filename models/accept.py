@@ -37,6 +37,7 @@ from models.clock import utcnow
 from models.db import create_sync_engine
 from models.dispatch import defer_twins
 from models.inbound import InboundAttachment, InboundContact
+from models.sqlite_async import take, write_gate
 from models.tables import AuditEvent, Contact, Delivery, Document, Job, StagedBlob
 
 log = logging.getLogger(__name__)
@@ -629,9 +630,18 @@ class AcceptWriter:
         for attempt in range(2):
             try:
                 connection = self._connection()
+                # On SQLite, queued with the workers' transactions of this process (see
+                # ``write_gate``) rather than polling for the database's lock.
+                gate = write_gate(connection.engine.url.database) if self._kept else None
                 try:
-                    with connection.begin():
-                        results = write_batch(connection, batch, settled)
+                    if gate is not None:
+                        take(gate)
+                    try:
+                        with connection.begin():
+                            results = write_batch(connection, batch, settled)
+                    finally:
+                        if gate is not None:
+                            gate.release()
                 finally:
                     if connection is not self._kept:
                         connection.close()

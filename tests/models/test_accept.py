@@ -17,6 +17,7 @@ from models.accept import Accepted, Envelope, Pending, write_batch
 from models.db import create_sync_engine
 from models.inbound import InboundAttachment, InboundContact
 from models.jobs import CONTACT_JOB
+from models.sqlite_async import write_gate
 from models.store import Store
 from models.tables import AuditEvent, Contact, Delivery, Job
 
@@ -191,3 +192,28 @@ def test_sqlites_own_statements_write_the_rows_core_writes(
     assert all(a.duplicate for a in second)
     assert len(tables["contact"]) == 5 and len(tables["delivery"]) == 12
     assert len(tables["staged_blob"]) == 9
+
+
+async def test_on_sqlite_the_writer_queues_with_the_process_transactions(tmp_path: Path) -> None:
+    """The writer takes the database's write gate, as the workers' sessions do, instead of
+    polling for SQLite's lock behind them (models/sqlite_async.py)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gate.sqlite3'}"
+    await asyncio.to_thread(migrate.upgrade, url)
+    store = Store.open(url, tmp_path / "blobs")
+    try:
+        await store.accept_contact(sms(1), b"first")
+        gate = write_gate(str(tmp_path / "gate.sqlite3"))
+        assert gate is not None and not gate.locked()
+        gate.acquire()
+        accepting = asyncio.ensure_future(store.accept_contact(sms(2), b"second"))
+        await asyncio.sleep(0.3)
+        # SQLite's own lock is free: only the gate holds the writer back.
+        assert not accepting.done()
+        gate.release()
+        async with asyncio.timeout(10):
+            accepted = await accepting
+        assert not accepted.duplicate
+        assert not gate.locked()
+        assert await count(store, Contact) == 2
+    finally:
+        await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models.db import create_engine, session_factory
-from models.sqlite_async import OneCrossingConnection
+from models.sqlite_async import OneCrossingConnection, write_gate
 
 
 @pytest.fixture
@@ -99,3 +100,95 @@ async def test_a_rollback_is_not_skipped_while_a_statement_is_still_queued(
         async with sessions() as session:
             values = (await session.scalars(text("SELECT v FROM t ORDER BY id"))).all()
     assert values == ["kept"]
+    assert not _gate(engine).locked()
+
+
+def _gate(engine: AsyncEngine) -> threading.Lock:
+    gate = write_gate(engine.url.database)
+    assert gate is not None
+    return gate
+
+
+async def test_a_transaction_holds_the_write_gate_from_begin_to_end(engine: AsyncEngine) -> None:
+    gate = _gate(engine)
+    sessions = session_factory(engine)
+    async with sessions() as session, session.begin():
+        assert not gate.locked()  # nothing said to the database yet
+        await session.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        assert gate.locked()
+    assert not gate.locked()
+
+    async def failing_step() -> None:
+        async with sessions() as session, session.begin():
+            await session.execute(text("INSERT INTO t (v) VALUES ('b')"))
+            raise RuntimeError("the step failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_step()
+    assert not gate.locked()
+    async with sessions() as session:
+        await session.execute(text("SELECT v FROM t"))
+        assert gate.locked()  # reads begin IMMEDIATE too (models/db.py)
+    assert not gate.locked()
+    async with sessions() as session:
+        values = (await session.scalars(text("SELECT v FROM t"))).all()
+    assert values == ["a"]
+
+
+async def test_a_transaction_sqlite_ended_itself_gives_the_gate_back(engine: AsyncEngine) -> None:
+    """SQLite rolls back on its own after some errors (disk full, I/O error): the connection
+    is then idle while the gate is still held; its end must give it back."""
+    gate = _gate(engine)
+    async with engine.connect() as connection:
+        await connection.begin()
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        await connection.exec_driver_sql("ROLLBACK")
+        assert gate.locked()
+        await connection.commit()
+        assert not gate.locked()
+
+
+async def test_a_connection_closed_in_a_transaction_gives_the_gate_back(
+    engine: AsyncEngine,
+) -> None:
+    gate = _gate(engine)
+    async with engine.connect() as connection:
+        await connection.begin()
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        assert gate.locked()
+        await connection.invalidate()
+    assert not gate.locked()
+    async with engine.begin() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar() == 0
+
+
+async def test_the_gate_is_waited_for_then_the_transaction_goes_on(engine: AsyncEngine) -> None:
+    """Another transaction of this process holds the gate (the accept writer, say): a session
+    waits for it on aiosqlite's thread, the event loop running meanwhile."""
+    gate = _gate(engine)
+    gate.acquire()
+    sessions = session_factory(engine)
+
+    async def write() -> None:
+        async with sessions() as session, session.begin():
+            await session.execute(text("INSERT INTO t (v) VALUES ('after')"))
+
+    writer = asyncio.ensure_future(write())
+    ticks = 0
+    for _ in range(10):
+        await asyncio.sleep(0.02)
+        ticks += 1
+    assert not writer.done() and ticks == 10
+    gate.release()
+    async with asyncio.timeout(5):
+        await writer
+    assert not gate.locked()
+
+
+def test_each_database_file_has_its_gate(tmp_path: Path) -> None:
+    first = write_gate(str(tmp_path / "a.db"))
+    assert first is not None
+    assert write_gate(str(tmp_path / "sub" / ".." / "a.db")) is first
+    assert write_gate(str(tmp_path / "b.db")) is not first
+    assert write_gate(":memory:") is None
+    assert write_gate(None) is None
