@@ -37,7 +37,7 @@ from models.clock import utcnow
 from models.db import create_sync_engine
 from models.dispatch import defer_twins
 from models.inbound import InboundAttachment, InboundContact
-from models.sqlite_async import take, write_gate
+from models.sqlite_async import write_gate
 from models.tables import AuditEvent, Contact, Delivery, Document, Job, StagedBlob
 
 log = logging.getLogger(__name__)
@@ -631,11 +631,12 @@ class AcceptWriter:
             try:
                 connection = self._connection()
                 # On SQLite, queued with the workers' transactions of this process (see
-                # ``write_gate``) rather than polling for the database's lock.
+                # ``write_gate``) rather than polling for the database's lock, and ahead of
+                # them: clients wait for this transaction.
                 gate = write_gate(connection.engine.url.database) if self._kept else None
                 try:
                     if gate is not None:
-                        take(gate)
+                        gate.take(urgent=True)
                     try:
                         with connection.begin():
                             results = write_batch(connection, batch, settled)

@@ -34,19 +34,63 @@ _Outcome = tuple[Any, list[Any], int, int | None]
 #: as long as SQLite's ``busy_timeout`` (models/db.py) lets it wait for other processes'.
 GATE_TIMEOUT_SECONDS = 30.0
 
-_gates: dict[str, threading.Lock] = {}
+
+class WriteGate:
+    """A lock whose urgent takers go first: the accept writer, which a client waits on (an
+    SMTP ``250``, a webhook's answer), passes the workers' transactions waiting for the same
+    gate. A flood of accepts thus slows the pipeline down, not the acknowledgements; what is
+    accepted waits durably in the job queue."""
+
+    __slots__ = ("_changed", "_held", "_urgent")
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._held = False
+        self._urgent = 0
+
+    def take(self, *, urgent: bool = False, timeout: float = GATE_TIMEOUT_SECONDS) -> None:
+        """Wait for the gate as SQLite waits for its lock: up to ``timeout``, then its error."""
+        with self._changed:
+            if urgent:
+                self._urgent += 1
+            try:
+                free = self._changed.wait_for(
+                    lambda: not self._held and (urgent or not self._urgent), timeout
+                )
+            finally:
+                if urgent:
+                    self._urgent -= 1
+            if not free:
+                # Others may pass now that this taker is gone.
+                self._changed.notify_all()
+                raise sqlite3.OperationalError(
+                    "database is locked: other transactions of this process held it for"
+                    f" over {timeout:.0f} s"
+                )
+            self._held = True
+
+    def release(self) -> None:
+        with self._changed:
+            self._held = False
+            self._changed.notify_all()
+
+    def locked(self) -> bool:
+        return self._held
+
+
+_gates: dict[str, WriteGate] = {}
 _gates_guard = threading.Lock()
 
 
-def write_gate(database: str | None) -> threading.Lock | None:
-    """The lock this process's transactions on the SQLite file ``database`` hold from their
+def write_gate(database: str | None) -> WriteGate | None:
+    """The gate this process's transactions on the SQLite file ``database`` hold from their
     BEGIN IMMEDIATE to their end (None for an in-memory database, which nothing shares).
 
     SQLite lets one transaction at a time hold the write lock; the others wait in its busy
     handler, which polls with sleeps growing to 100 ms. The accept writer, waiting so behind
     the workers' transactions, answered webhooks after 180 ms at the 99th percentile and up
     to 730 ms (measured in ``guichet serve`` at 200 requests/s), where the transactions it
-    waited for took a few milliseconds each. Within one process they queue on this lock
+    waited for took a few milliseconds each. Within one process they queue on this gate
     instead, and the next begins as soon as the last ends; other processes (the CLI, a backup)
     still meet SQLite's own lock.
     """
@@ -54,16 +98,7 @@ def write_gate(database: str | None) -> threading.Lock | None:
         return None
     key = os.path.realpath(database)
     with _gates_guard:
-        return _gates.setdefault(key, threading.Lock())
-
-
-def take(gate: threading.Lock) -> None:
-    """Wait for ``gate`` as SQLite waits for its lock: up to its timeout, then its error."""
-    if not gate.acquire(timeout=GATE_TIMEOUT_SECONDS):
-        raise sqlite3.OperationalError(
-            f"database is locked: another transaction of this process held it for over"
-            f" {GATE_TIMEOUT_SECONDS:.0f} s"
-        )
+        return _gates.setdefault(key, WriteGate())
 
 
 def _statement(
@@ -176,7 +211,7 @@ class OneCrossingConnection(AsyncAdapt_aiosqlite_connection):
     # Server-side cursors (streamed results) keep aiosqlite's own: they fetch in chunks.
     _cursor_cls = _Cursor
 
-    def __init__(self, dbapi: Any, connection: Any, gate: threading.Lock | None = None) -> None:
+    def __init__(self, dbapi: Any, connection: Any, gate: WriteGate | None = None) -> None:
         super().__init__(dbapi, connection)
         self._begin: str | None = None
         self._queued = 0
@@ -211,7 +246,7 @@ class OneCrossingConnection(AsyncAdapt_aiosqlite_connection):
     def open(self, statement: str, connection: sqlite3.Connection) -> None:
         """On aiosqlite's thread: take the gate, then BEGIN."""
         if self._gate is not None and not self._holding:
-            take(self._gate)
+            self._gate.take()
             self._holding = True
         try:
             connection.execute(statement)

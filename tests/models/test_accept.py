@@ -204,7 +204,7 @@ async def test_on_sqlite_the_writer_queues_with_the_process_transactions(tmp_pat
         await store.accept_contact(sms(1), b"first")
         gate = write_gate(str(tmp_path / "gate.sqlite3"))
         assert gate is not None and not gate.locked()
-        gate.acquire()
+        gate.take()
         accepting = asyncio.ensure_future(store.accept_contact(sms(2), b"second"))
         await asyncio.sleep(0.3)
         # SQLite's own lock is free: only the gate holds the writer back.

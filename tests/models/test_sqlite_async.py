@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models.db import create_engine, session_factory
-from models.sqlite_async import OneCrossingConnection, write_gate
+from models.sqlite_async import OneCrossingConnection, WriteGate, write_gate
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ async def test_a_rollback_is_not_skipped_while_a_statement_is_still_queued(
     assert not _gate(engine).locked()
 
 
-def _gate(engine: AsyncEngine) -> threading.Lock:
+def _gate(engine: AsyncEngine) -> WriteGate:
     gate = write_gate(engine.url.database)
     assert gate is not None
     return gate
@@ -166,7 +167,7 @@ async def test_the_gate_is_waited_for_then_the_transaction_goes_on(engine: Async
     """Another transaction of this process holds the gate (the accept writer, say): a session
     waits for it on aiosqlite's thread, the event loop running meanwhile."""
     gate = _gate(engine)
-    gate.acquire()
+    gate.take()
     sessions = session_factory(engine)
 
     async def write() -> None:
@@ -192,3 +193,40 @@ def test_each_database_file_has_its_gate(tmp_path: Path) -> None:
     assert write_gate(str(tmp_path / "b.db")) is not first
     assert write_gate(":memory:") is None
     assert write_gate(None) is None
+
+
+def test_an_urgent_taker_passes_those_waiting() -> None:
+    """The accept writer (urgent) goes before the workers' transactions already waiting."""
+    gate = WriteGate()
+    gate.take()
+    order: list[str] = []
+
+    def taker(name: str, urgent: bool) -> None:
+        gate.take(urgent=urgent)
+        order.append(name)
+        time.sleep(0.01)
+        gate.release()
+
+    worker = threading.Thread(target=taker, args=("worker", False))
+    worker.start()
+    time.sleep(0.1)  # the worker waits first
+    accept = threading.Thread(target=taker, args=("accept", True))
+    accept.start()
+    time.sleep(0.1)
+    assert order == []
+    gate.release()
+    accept.join(5)
+    worker.join(5)
+    assert order == ["accept", "worker"]
+    assert not gate.locked()
+
+
+def test_a_gate_held_too_long_is_sqlites_locked_error() -> None:
+    gate = WriteGate()
+    gate.take()
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        gate.take(urgent=True, timeout=0.05)
+    # The urgent taker that gave up no longer holds the others back.
+    gate.release()
+    gate.take(timeout=0.05)
+    assert gate.locked()
