@@ -262,7 +262,8 @@ def main() -> None:
     print(f"{'bare SMTP accept':20} {args.text:>5} {anchor_rate:>9.1f}")
     report("text emails", text_rounds, anchor_rate)
     report("3-page scanned PDF", scan_rounds)
-    report("text, one at a time", alone, None)
+    if alone:
+        report("text, one at a time", alone, None)
     print("target: >= 150 text contacts/s (queued/s column)")
     print(load_note(load))
     if args.profile:
