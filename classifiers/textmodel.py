@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,26 @@ class TextClassifier:
 
     def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         """The most probable label of each text and its probability in [0, 1]."""
+        labels, scorer = self.labels, self._scorer
+        results = []
+        for text in texts:
+            probabilities = scorer.probabilities(normalise(text))
+            best = int(probabilities.argmax())
+            results.append((labels[best], float(probabilities[best])))
+        return results
+
+    def predict_with_sklearn(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        """``predict`` through scikit-learn's own transform and ``predict_proba``: the
+        reference the direct computation is held to by the tests."""
         if not texts:
             return []
         probabilities = self.model.predict_proba(self._features(texts))
         best = probabilities.argmax(axis=1)
         return [(self.labels[i], float(probabilities[row, i])) for row, i in enumerate(best)]
+
+    @cached_property
+    def _scorer(self) -> _Scorer:
+        return _Scorer(self)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,3 +168,53 @@ class TextClassifier:
             model.coef_ = data["coef"].astype(np.float64)
             model.intercept_ = data["intercept"].astype(np.float64)
         return cls(chars, words, model, meta)
+
+
+class _Scorer:
+    """The fitted vectorizers and model applied to one text directly, as scikit-learn computes
+    them: n-grams by the vectorizers' own analyzers, counts, sublinear TF times IDF, each
+    vectorizer's part L2-normalised, then the linear model and its softmax (or sigmoid for
+    two labels). scikit-learn's ``transform`` and ``predict_proba`` validate their input at
+    each call: for one message that was 80 % of the 3 ms the intent took, paid on every
+    contact (``predict_with_sklearn`` stays the reference, held to by the tests)."""
+
+    def __init__(self, classifier: TextClassifier) -> None:
+        self.parts: list[tuple[Callable[[str], list[str]], dict[str, int], Any, int]] = []
+        offset = 0
+        for vectorizer in (classifier.chars, classifier.words):
+            idf = np.asarray(vectorizer.idf_, dtype=np.float64)
+            self.parts.append((vectorizer.build_analyzer(), vectorizer.vocabulary_, idf, offset))
+            offset += len(idf)
+        model = classifier.model
+        self.coef = np.asarray(model.coef_, dtype=np.float64)
+        self.intercept = np.asarray(model.intercept_, dtype=np.float64)
+        if self.coef.shape[1] != offset:
+            raise ValueError(f"model has {self.coef.shape[1]} features, vectorizers {offset}")
+        self.binary = len(model.classes_) <= 2
+
+    def probabilities(self, prepared: str) -> Any:
+        indices, weights = [], []
+        for analyze, vocabulary, idf, offset in self.parts:
+            counts: dict[int, int] = {}
+            for gram in analyze(prepared):
+                index = vocabulary.get(gram)
+                if index is not None:
+                    counts[index] = counts.get(index, 0) + 1
+            if not counts:
+                continue
+            found = np.fromiter(counts, dtype=np.intp, count=len(counts))
+            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            weight = (np.log(tf) + 1.0) * idf[found]
+            norm = float(np.sqrt(weight @ weight))
+            if norm > 0:
+                weight /= norm
+            indices.append(found + offset)
+            weights.append(weight)
+        decision = self.intercept.copy()
+        if indices:
+            decision += self.coef[:, np.concatenate(indices)] @ np.concatenate(weights)
+        if self.binary:
+            positive = 1.0 / (1.0 + np.exp(-decision[0]))
+            return np.array([1.0 - positive, positive])
+        exp = np.exp(decision - decision.max())
+        return exp / exp.sum()

@@ -7,7 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from classifiers.corpus import iter_text_items, read_corpus
+from classifiers.qualify import MODELS_DIR as MODELS
 from classifiers.textmodel import TextClassifier, normalise
+
+TRAINING = Path(__file__).resolve().parents[2] / "classifiers" / "training"
 
 TEXTS = {
     "refund": [
@@ -80,3 +84,32 @@ def test_refuses_a_single_label_and_a_wrong_format(tmp_path: Path) -> None:
     np.savez_compressed(path, **arrays)
     with pytest.raises(ValueError, match="model format 0"):
         TextClassifier.load(path)
+
+
+PROBES = [
+    "rembourser mes frais de pharmacie",
+    "Où en est mon dossier AS-2026-000123 ? Merci",
+    "",  # nothing at all
+    "zzqx wvvk",  # no n-gram the model knows
+    "remboursement " * 400,  # one n-gram counted many times
+    "Bonjour,\n> cité\nLe 3 mars 2026, X a écrit :\nrembourser",
+]
+
+
+def test_the_direct_computation_is_scikit_learns_with_two_labels() -> None:
+    model = _train()
+    direct, reference = model.predict(PROBES), model.predict_with_sklearn(PROBES)
+    assert [label for label, _ in direct] == [label for label, _ in reference]
+    for (_, a), (_, b) in zip(direct, reference, strict=True):
+        assert a == pytest.approx(b, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["intent", "doc_type"])
+def test_the_direct_computation_is_scikit_learns_with_the_shipped_models(name: str) -> None:
+    """Many labels (softmax), on every training text of the project and on the probes."""
+    model = TextClassifier.load(MODELS / f"{name}.npz")
+    texts = [text for _, text in iter_text_items(read_corpus(TRAINING))] + PROBES
+    direct, reference = model.predict(texts), model.predict_with_sklearn(texts)
+    assert len(direct) == len(texts) > 400
+    assert [label for label, _ in direct] == [label for label, _ in reference]
+    assert max(abs(a - b) for (_, a), (_, b) in zip(direct, reference, strict=True)) < 1e-6
