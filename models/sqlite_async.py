@@ -217,7 +217,7 @@ class OneCrossingConnection(AsyncAdapt_aiosqlite_connection):
         self._queued = 0
         self._done = 0
         self._gate = gate
-        #: Written on aiosqlite's thread only, but for ``close`` once that thread has ended.
+        #: Written on aiosqlite's thread, or on the loop's when nothing of ours is queued there.
         self._holding = False
 
     @property
@@ -257,9 +257,12 @@ class OneCrossingConnection(AsyncAdapt_aiosqlite_connection):
     def _let_go(self, connection: sqlite3.Connection) -> None:
         """On aiosqlite's thread: give the gate back once no transaction is open."""
         if self._holding and not connection.in_transaction:
-            self._holding = False
-            assert self._gate is not None
-            self._gate.release()
+            self._give_back()
+
+    def _give_back(self) -> None:
+        self._holding = False
+        assert self._gate is not None
+        self._gate.release()
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side and self._begin is not None:
@@ -294,9 +297,7 @@ class OneCrossingConnection(AsyncAdapt_aiosqlite_connection):
         # connection is idle but the gate still held. Nothing of ours runs on aiosqlite's
         # thread now, so it is safe to give it back from here.
         if self._holding:
-            self._holding = False
-            assert self._gate is not None
-            self._gate.release()
+            self._give_back()
 
     def _end(self, how: Callable[[sqlite3.Connection], None]) -> None:
         try:
@@ -343,9 +344,7 @@ class OneCrossingConnection(AsyncAdapt_aiosqlite_connection):
             if connection is not None and connection.in_transaction:
                 connection.rollback()
         finally:
-            self._holding = False
-            assert self._gate is not None
-            self._gate.release()
+            self._give_back()
 
 
 class OneCrossingDBAPI(AsyncAdapt_aiosqlite_dbapi):
