@@ -72,9 +72,11 @@ DELETE_EVERY = 64
 SETTLE_IDLE_SECONDS = 1.0
 #: After a failed write to the blob store (folder unwritable, disk full), the next attempt.
 SETTLE_RETRY_SECONDS = 5.0
-#: Blob writes at once: concurrent fsyncs share the file system's journal commits (measured
-#: 645 blobs/s with one thread, 969 with four).
-SETTLE_THREADS = 4
+#: Blob writes at once: concurrent fsyncs share the file system's journal commits (20 KB
+#: blobs, measured: 700-860/s with one thread, 1 080-1 170 with two, 1 210-1 230 with four),
+#: but each competes with the commit's own fsync, which every client waits on: at 16 SMTP
+#: connections intake ran at 0.73-0.74 of the bare server with four, 0.83-0.91 with two.
+SETTLE_THREADS = 2
 #: Staged bytes held in memory for writing at most; past this (a flood faster than the disk)
 #: they wait in the database alone for ``Store.settle_staged`` (the periodic task).
 SETTLE_MAX_BYTES = 64 * 2**20
