@@ -174,16 +174,23 @@ async def test_the_gate_is_waited_for_then_the_transaction_goes_on(engine: Async
         async with sessions() as session, session.begin():
             await session.execute(text("INSERT INTO t (v) VALUES ('after')"))
 
+    # Given back from another thread half a second from now, as the accept writer would.
+    threading.Timer(0.5, gate.release).start()
+    started = time.monotonic()
     writer = asyncio.ensure_future(write())
     ticks = 0
-    for _ in range(10):
-        await asyncio.sleep(0.02)
-        ticks += 1
-    assert not writer.done() and ticks == 10
-    gate.release()
-    async with asyncio.timeout(5):
-        await writer
+    async with asyncio.timeout(10):
+        while not writer.done():
+            await asyncio.sleep(0.02)
+            ticks += 1
+    await writer
+    # It waited for the gate, and the event loop went on meanwhile (a loop blocked on the
+    # gate would have ticked once or twice).
+    assert time.monotonic() - started >= 0.45
+    assert ticks >= 5
     assert not gate.locked()
+    async with sessions() as session:
+        assert (await session.scalars(text("SELECT v FROM t"))).all() == ["after"]
 
 
 def test_each_database_file_has_its_gate(tmp_path: Path) -> None:
