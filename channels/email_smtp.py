@@ -198,12 +198,17 @@ class IntakeSMTP(SMTP):
 
 
 def smtp_factory(
-    handler: SmtpIntake, hostname: str, max_message_bytes: int
-) -> Callable[[], IntakeSMTP]:
-    """A protocol factory for ``loop.create_server``: SMTP runs in the service's own loop."""
+    handler: object,
+    hostname: str,
+    max_message_bytes: int,
+    session: type[SMTP] = IntakeSMTP,
+) -> Callable[[], SMTP]:
+    """A protocol factory for ``loop.create_server``: SMTP runs in the service's own loop.
+    ``handler`` is aiosmtpd's (``SmtpIntake`` in the service); ``session`` is stock aiosmtpd
+    only where a test compares the two under the service's settings."""
 
-    def factory() -> IntakeSMTP:
-        return IntakeSMTP(
+    def factory() -> SMTP:
+        return session(
             handler,
             data_size_limit=max_message_bytes,
             hostname=hostname,

@@ -20,6 +20,7 @@ what was left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +38,7 @@ from models.clock import utcnow
 from models.db import create_sync_engine
 from models.dispatch import defer_twins
 from models.inbound import InboundAttachment, InboundContact
-from models.sqlite_async import write_gate
+from models.sqlite_async import WriteGate, write_gate
 from models.tables import AuditEvent, Contact, Delivery, Document, Job, StagedBlob
 
 log = logging.getLogger(__name__)
@@ -433,6 +434,8 @@ class AcceptWriter:
         self._engine: Engine | None = None
         #: On SQLite the writer keeps its connection between batches (see ``_connection``).
         self._kept: Connection | None = None
+        #: On SQLite, the gate this process's transactions on the file queue on.
+        self._gate: WriteGate | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._settler: ThreadPoolExecutor | None = None
         self._queue: list[tuple[Pending, asyncio.Future[Accepted]]] = []
@@ -607,6 +610,8 @@ class AcceptWriter:
         from the pool each batch, checked there first, since the server may have cut it."""
         if self._engine is None:
             self._engine = create_sync_engine(self.url)
+            if self._engine.dialect.name == "sqlite":
+                self._gate = write_gate(self._engine.url.database)
         if self._engine.dialect.name != "sqlite":
             return self._engine.connect()
         if self._kept is None or self._kept.closed or self._kept.invalidated:
@@ -635,16 +640,10 @@ class AcceptWriter:
                 # On SQLite, queued with the workers' transactions of this process (see
                 # ``write_gate``) rather than polling for the database's lock, and ahead of
                 # them: clients wait for this transaction.
-                gate = write_gate(connection.engine.url.database) if self._kept else None
+                gate = self._gate.held(urgent=True) if self._gate else contextlib.nullcontext()
                 try:
-                    if gate is not None:
-                        gate.take(urgent=True)
-                    try:
-                        with connection.begin():
-                            results = write_batch(connection, batch, settled)
-                    finally:
-                        if gate is not None:
-                            gate.release()
+                    with gate, connection.begin():
+                        results = write_batch(connection, batch, settled)
                 finally:
                     if connection is not self._kept:
                         connection.close()

@@ -16,7 +16,8 @@ import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 import aiosqlite
@@ -73,6 +74,15 @@ class WriteGate:
         with self._changed:
             self._held = False
             self._changed.notify_all()
+
+    @contextmanager
+    def held(self, *, urgent: bool = False) -> Iterator[None]:
+        """The gate for the block (a transaction opened and ended in it)."""
+        self.take(urgent=urgent)
+        try:
+            yield
+        finally:
+            self.release()
 
     def locked(self) -> bool:
         return self._held

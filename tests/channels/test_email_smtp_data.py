@@ -13,7 +13,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from channels.email_smtp import IntakeSMTP
+from channels.email_smtp import IntakeSMTP, smtp_factory
 
 #: Small, so that hypothesis reaches the 552 refusal without megabytes of data.
 SIZE_LIMIT = 4000
@@ -45,19 +45,8 @@ async def _conversation(
     """Every reply of a session that sends ``chunks`` as its DATA (in separate writes) and then
     ``after`` right behind them, and the contents the handler received."""
     recorder = Recorder()
-    loop = asyncio.get_running_loop()
-
-    def factory() -> SMTP:
-        return smtp(
-            recorder,
-            data_size_limit=SIZE_LIMIT,
-            enable_SMTPUTF8=True,
-            decode_data=False,
-            hostname="guichet.localhost",
-            loop=loop,
-        )
-
-    server = await loop.create_server(factory, "127.0.0.1", 0)
+    factory = smtp_factory(recorder, "guichet.localhost", SIZE_LIMIT, session=smtp)
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
